@@ -1,0 +1,212 @@
+"""`streamtap demo` and `streamtap report`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEMO_EVENTS = "streamtap-demo-events.jsonl"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        from ._report import report_main
+
+        return report_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="streamtap",
+        description="streamtap: word buffering, token counts, resume and latency logs for "
+        "OpenAI streams.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo",
+        help="stream a few answers through an instrumented client and show the log events",
+        description="Without --base-url, runs against streamtap's embedded local server "
+        "(no API key, no network). With --base-url, against a real endpoint "
+        "(OPENAI_API_KEY from the environment).",
+    )
+    demo.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
+    demo.add_argument("--model", default=None, help="model name (default: gpt-4o-mini)")
+    demo.add_argument("--prompt", default=None, help="the question to ask")
+    demo.add_argument(
+        "--events", default=DEMO_EVENTS, help=f"where to write the JSON events (default {DEMO_EVENTS})"
+    )
+    demo.add_argument("--fast", action="store_true", help="no pacing between chunks")
+    sub.add_parser("report", help="summarise streamtap JSON log files (see `streamtap report -h`)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    return 2  # pragma: no cover - argparse enforces the choices
+
+
+def _print_event(line: str) -> None:
+    event = json.loads(line)
+    keys = [
+        ("gen_ai.response.model", "model", ""),
+        ("streamtap.outcome", "outcome", ""),
+        ("streamtap.time_to_first_token", "ttft", "s"),
+        ("streamtap.duration", "duration", "s"),
+        ("streamtap.chunk_count", "chunks", ""),
+        ("gen_ai.usage.output_tokens", "output tokens", ""),
+        ("streamtap.tokens.counted", "counted", ""),
+        ("streamtap.tokens.source", "count source", ""),
+        ("streamtap.output_tokens_per_second", "tokens/s", ""),
+        ("streamtap.gap.p95", "gap p95", "s"),
+        ("streamtap.buffering.mode", "buffering", ""),
+        ("streamtap.retries", "retries", ""),
+        ("streamtap.resume.strategy", "resumed by", ""),
+    ]
+    parts = []
+    for key, label, unit in keys:
+        if key in event:
+            v = event[key]
+            if isinstance(v, float):
+                v = f"{v:.3f}" if unit == "s" else f"{v:.1f}"
+            parts.append(f"{label}={v}{unit}")
+    print("   event: " + "  ".join(parts))
+
+
+class _Tee(logging.Handler):
+    """Writes each event as one JSON line to a file and shows a short form on stdout."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        from ._log import EventFormatter
+
+        self.setFormatter(EventFormatter(json=True))
+        self._file = path.open("a", encoding="utf-8")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        self._file.write(line + "\n")
+        self._file.flush()
+        if record.getMessage() == "streamtap.stream.summary":
+            _print_event(line)
+        elif record.levelno >= logging.WARNING:
+            print(f"   [{record.levelname.lower()}] {record.getMessage()}")
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _locate_tiktoken() -> None:
+    """Use the repository's sibling `shared/tiktoken` when no encoding dir is configured."""
+    if os.environ.get("STREAMTAP_TIKTOKEN_DIR"):
+        return
+    for base in (Path.cwd(), *Path.cwd().parents[:2]):
+        cand = base / "shared" / "tiktoken"
+        if (cand / "o200k_base.tiktoken").is_file():
+            os.environ["STREAMTAP_TIKTOKEN_DIR"] = str(cand)
+            return
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import openai
+
+    import streamtap
+
+    _locate_tiktoken()
+    events = Path(args.events)
+    tee = _Tee(events)
+    log = logging.getLogger("streamtap")
+    log.addHandler(tee)
+    log.setLevel(logging.INFO)
+    try:
+        if args.base_url:
+            key = os.environ.get("OPENAI_API_KEY")
+            if not key:
+                print("streamtap demo: set OPENAI_API_KEY to use --base-url", file=sys.stderr)
+                return 2
+            client = openai.OpenAI(base_url=args.base_url, api_key=key)
+            streamtap.instrument(client)
+            _ask(
+                client,
+                args.model or "gpt-4o-mini",
+                args.prompt or "In three sentences, why do streamed answers need buffering?",
+                "your endpoint",
+            )
+        else:
+            _offline_demo(args)
+    finally:
+        log.removeHandler(tee)
+        tee.close()
+    print(f"\nEvents written to {events}. Summarise them with:\n  streamtap report {events}")
+    print(f"  streamtap report {events} --html streamtap-report.html")
+    return 0
+
+
+def _ask(client: Any, model: str, prompt: str, where: str, **extra: Any) -> None:
+    print(f"\n-- {prompt}  ({where})")
+    print("   ", end="")
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt}], stream=True, **extra
+    )
+    pieces = 0
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        text = chunk.choices[0].delta.content
+        if text:
+            pieces += 1
+            print(text, end="", flush=True)
+    print()
+
+
+def _offline_demo(args: argparse.Namespace) -> None:
+    import openai
+
+    import streamtap
+    from streamtap.testing import Fault, FakeServer, Reply
+
+    delay = 0.0 if args.fast else 0.02
+    with FakeServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="demo-key", max_retries=0)
+        streamtap.instrument(client)
+        model = args.model or "gpt-4o-mini"
+        print(f"streamtap demo: embedded server at {server.base_url} (no network, no API key)")
+
+        server.enqueue(
+            Reply(
+                text="Streaming word by word: the caller never sees half a word, "
+                "even when the server splits them into odd pieces. 👩‍👩‍👧 Emoji stay whole.",
+                chunk_size=3,
+                delay=delay,
+                model=model,
+            )
+        )
+        _ask(client, model, "Explain word buffering", "server sends 3-character pieces")
+
+        server.enqueue(
+            Reply(
+                text="流式输出不会卡住：每个汉字都是一个边界。日本語も大丈夫です。",
+                chunk_size=2,
+                delay=delay,
+                model=model,
+            )
+        )
+        _ask(client, model, "And Chinese and Japanese?", "no spaces to wait for")
+
+        server.enqueue(
+            Reply(
+                text="This answer is cut off by the server half-way through a word, and "
+                "streamtap records what the caller saw before the break.",
+                chunk_size=4,
+                delay=delay,
+                model=model,
+                fault=Fault.cut(at_byte=900),
+            )
+        )
+        try:
+            _ask(client, model, "What if the connection drops?", "connection cut mid-stream")
+        except Exception as exc:  # the demo shows the failure instead of a traceback
+            print(f"   -> the caller's loop got {type(exc).__name__}")
+        time.sleep(0.05)

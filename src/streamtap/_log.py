@@ -1,0 +1,146 @@
+"""Routing of the summary event: stdlib logging by default, a structlog logger on request.
+
+A library must not configure logging. By default the event goes to the `streamtap` stdlib
+logger (which has only a `NullHandler`), with every field on the `LogRecord` (as `extra`), so
+any JSON formatter picks them up. `configure_logging()` is an opt-in helper for scripts that
+renders those records with structlog's own renderers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import IO, Any
+
+import structlog
+
+from ._errors import internal_error
+from ._state import StreamState
+
+EVENT = "streamtap.stream.summary"
+CHUNK_EVENT = "streamtap.stream.chunk"
+
+logger = logging.getLogger("streamtap")
+logger.addHandler(logging.NullHandler())
+
+# LogRecord attributes that `extra` may not overwrite; our dotted names never clash, this only
+# guards user-supplied field names that might.
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+def drop_none(event: dict[str, Any]) -> dict[str, Any]:
+    """Processor: leave out unknown values so log lines stay short."""
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def emit(state: StreamState) -> None:
+    """Build the summary of a finished stream and send it to its logger and hooks."""
+    try:
+        event = drop_none(state.summary())
+    except Exception as exc:
+        internal_error("building the summary", exc)
+        return
+    options = state.resolved.options
+    target = options.logger
+    try:
+        if target is None or isinstance(target, logging.Logger):
+            log = target or logger
+            if log.isEnabledFor(logging.INFO):
+                extra = {k: v for k, v in event.items() if k not in _RESERVED}
+                log.info(EVENT, extra=extra)
+        else:
+            target.info(EVENT, **event)
+    except Exception as exc:
+        internal_error("logging the summary", exc)
+    if options.hooks:
+        view = MappingProxyType(event)
+        for hook in options.hooks:
+            try:
+                hook(view)
+            except Exception:
+                # A user's hook failing is the user's bug; report it, never break the stream.
+                logger.exception("streamtap: summary hook %r raised", hook)
+
+
+def debug_enabled(state: StreamState) -> bool:
+    """Whether per-chunk debug events are wanted; decided once per stream."""
+    target = state.resolved.options.logger
+    if target is None:
+        return logger.isEnabledFor(logging.DEBUG)
+    if isinstance(target, logging.Logger):
+        return target.isEnabledFor(logging.DEBUG)
+    is_enabled = getattr(target, "is_enabled_for", None)
+    return bool(is_enabled(logging.DEBUG)) if callable(is_enabled) else False
+
+
+def chunk_event(state: StreamState, now: float) -> None:
+    """A per-chunk debug event (only called when `debug_enabled`)."""
+    fields = {
+        "streamtap.chunk_index": state.chunk_count,
+        "streamtap.elapsed": now - state.timing.start,
+        "streamtap.chunk_tokens": state.last_chunk_tokens,
+        "streamtap.tokens_total": state.tokens_total,
+        "gen_ai.request.model": state.request.get("gen_ai.request.model"),
+    }
+    target = state.resolved.options.logger
+    if target is None or isinstance(target, logging.Logger):
+        (target or logger).debug(CHUNK_EVENT, extra=fields)
+    else:
+        target.debug(CHUNK_EVENT, **fields)
+
+
+class EventFormatter(logging.Formatter):
+    """Renders streamtap's records (and any other record) with a structlog renderer."""
+
+    def __init__(self, json: bool = True) -> None:
+        super().__init__()
+        self._render: Any = (
+            structlog.processors.JSONRenderer(sort_keys=False)
+            if json
+            else structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "event": record.getMessage(),
+            "level": record.levelname.lower(),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs * 1000):06d}Z",
+            "logger": record.name,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                event[key] = value
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return str(self._render(None, record.levelname.lower(), event))
+
+
+def configure_logging(
+    *,
+    json: bool = True,
+    stream: IO[str] | None = None,
+    level: int = logging.INFO,
+) -> logging.Handler:
+    """Opt-in for scripts: print streamtap's events, as JSON lines or readable key=value.
+
+    Adds one handler to the `streamtap` logger (replacing one added by an earlier call) and
+    returns it. Libraries and applications with their own logging setup should not call this;
+    they get the same fields on every `LogRecord` from the `streamtap` logger.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(EventFormatter(json=json))
+    handler.set_name("streamtap.configure_logging")
+    for old in list(logger.handlers):
+        if old.get_name() == "streamtap.configure_logging":
+            logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler
+
+
+def summary_hook_view(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(event))

@@ -1,0 +1,254 @@
+"""The only module that reads and writes openai SDK objects.
+
+It turns a `ChatCompletionChunk` into calls on the pure `StreamState`, writes the text the
+caller may see back into the chunk, and builds the rare synthetic chunks that carry text released
+at the end of a stream. Fields are read from the models' `__dict__` / `__pydantic_extra__`
+directly: that is what pydantic stores, it works for chunks with missing keys, and it is several
+times cheaper than attribute access on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState
+
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> bool:
+    """Account for one chunk and rewrite its text in place. False: do not deliver it."""
+    state.chunk_count += 1
+    state.timing.chunk(now)
+    d = chunk.__dict__
+    if state.response_id is None:
+        rid = d.get("id")
+        if rid:
+            state.response_id = rid
+            state.response_model = d.get("model") or None
+    choices = d.get("choices")
+    if choices:
+        for choice in choices:
+            _process_choice(state, choice, now)
+    usage = d.get("usage")
+    if usage is None:
+        extra = chunk.__pydantic_extra__
+        if extra:
+            usage = _groq_usage(extra)
+    state.end_chunk()
+    if usage is not None:
+        state.usage = usage_dict(usage)
+        if hide_usage and not choices:
+            return False
+    return True
+
+
+def _process_choice(state: StreamState, choice: Any, now: float) -> None:
+    cd = choice.__dict__
+    index = cd.get("index") or 0
+    delta = cd.get("delta")
+    flush = False
+    if delta is not None:
+        dd = delta.__dict__
+        text = dd.get("content")
+        if text:
+            if type(text) is str:
+                lane = state.lane(index, CONTENT, "content")
+                out = state.text(lane, text, now)
+                if out is not text:
+                    dd["content"] = out
+        extra = delta.__pydantic_extra__
+        if extra:
+            for field in _REASONING_FIELDS:
+                r = extra.get(field)
+                if r and type(r) is str:
+                    lane = state.lane(index, REASONING, field)
+                    out = state.text(lane, r, now)
+                    if out is not r:
+                        extra[field] = out
+        refusal = dd.get("refusal")
+        if refusal:
+            lane = state.lane(index, REFUSAL, "refusal")
+            out = state.text(lane, refusal, now)
+            if out is not refusal:
+                dd["refusal"] = out
+        if dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
+            if state.timing.first_token is None:
+                state.timing.first_token = now
+            flush = True  # text before a tool call is delivered before it
+    reason = cd.get("finish_reason")
+    if reason:
+        state.finish_reasons[index] = reason
+        flush = True
+    if flush and state.lanes:
+        _flush_into(state, index, choice)
+
+
+def _flush_into(state: StreamState, index: int, choice: Any) -> None:
+    """Append every lane of this choice's held text to the choice's delta."""
+    for lane in list(state.lanes.values()):
+        if lane.index != index or lane.seg is None or not lane.seg.held_chars:
+            continue
+        out = state.release(lane)
+        if out:
+            delta = choice.__dict__.get("delta")
+            if delta is None:
+                delta = _delta_type()(**{lane.field: None})
+                choice.__dict__["delta"] = delta
+            _append_text(delta, lane, out)
+
+
+def _append_text(delta: Any, lane: Lane, text: str) -> None:
+    if lane.field in ("content", "refusal"):
+        dd = delta.__dict__
+        dd[lane.field] = (dd.get(lane.field) or "") + text
+        delta.__pydantic_fields_set__.add(lane.field)
+    else:
+        extra = delta.__pydantic_extra__
+        if extra is None:
+            extra = delta.__pydantic_extra__ = {}
+        extra[lane.field] = (extra.get(lane.field) or "") + text
+
+
+def _groq_usage(extra: dict[str, Any]) -> Any:
+    x = extra.get("x_groq")
+    if isinstance(x, dict):
+        return x.get("usage")
+    return None
+
+
+def usage_dict(usage: Any) -> dict[str, int]:
+    """Normalise usage (SDK model or plain dict) to flat ints."""
+    if not isinstance(usage, dict):
+        usage = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage.__dict__)
+    out: dict[str, int] = {}
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        v = usage.get(key)
+        if isinstance(v, int):
+            out[key] = v
+    ptd = usage.get("prompt_tokens_details")
+    if isinstance(ptd, dict) and isinstance(ptd.get("cached_tokens"), int):
+        out["cached_tokens"] = ptd["cached_tokens"]
+    ctd = usage.get("completion_tokens_details")
+    if isinstance(ctd, dict) and isinstance(ctd.get("reasoning_tokens"), int):
+        out["reasoning_tokens"] = ctd["reasoning_tokens"]
+    return out
+
+
+def flush_chunks(state: StreamState, last_chunk: Any) -> list[Any]:
+    """Synthetic chunks carrying all held text, one per choice index (end of stream/error)."""
+    held = state.held_lanes()
+    if not held or last_chunk is None:
+        return []
+    by_index: dict[int, list[Lane]] = {}
+    for lane in held:
+        by_index.setdefault(lane.index, []).append(lane)
+    chunks = []
+    for index in sorted(by_index):
+        delta = _delta_type()()
+        for lane in by_index[index]:
+            out = state.release(lane)
+            if out:
+                _append_text(delta, lane, out)
+        choice = _choice_type()(index=index, delta=delta, finish_reason=None, logprobs=None)
+        chunk = last_chunk.model_copy(update={"choices": [choice], "usage": None})
+        chunks.append(chunk)
+    return chunks
+
+
+def _delta_type() -> Any:
+    from openai.types.chat.chat_completion_chunk import ChoiceDelta
+
+    return ChoiceDelta
+
+
+def _choice_type() -> Any:
+    from openai.types.chat.chat_completion_chunk import Choice
+
+    return Choice
+
+
+# -- requests and responses -----------------------------------------------------------------
+
+
+def request_fields(client: Any, kwargs: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """The static fields of the summary event for one request (no secrets, no content)."""
+    host: str | None = None
+    port: int | None = None
+    try:
+        parts = urlsplit(str(client.base_url))
+        host = parts.hostname
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except Exception:  # a client without a usable base_url: leave the fields out
+        pass
+    model = kwargs.get("model")
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider_name(client),
+        "gen_ai.request.model": model if isinstance(model, str) else None,
+        "server.address": host,
+        "server.port": port,
+        "streamtap.stream": stream,
+    }
+
+
+def endpoint_key(client: Any) -> str:
+    """Identifies an endpoint for per-endpoint memory (e.g. 'rejects stream_options')."""
+    try:
+        return str(client.base_url)
+    except Exception:
+        return ""
+
+
+def provider_name(client: Any) -> str:
+    for cls in type(client).__mro__:
+        if cls.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
+            return "azure.ai.openai"
+    return "openai"
+
+
+def response_meta(state: StreamState, response: Any) -> None:
+    """Record status and request id from an httpx(2) response."""
+    if response is None:
+        return
+    try:
+        state.status_code = response.status_code
+        headers = response.headers
+        state.request_id = headers.get("x-request-id") or headers.get("apim-request-id")
+    except Exception:  # not an httpx response (a user's own transport object)
+        pass
+
+
+def error_meta(state: StreamState, exc: BaseException) -> None:
+    """Status and request id of an `openai.APIStatusError`."""
+    response = getattr(exc, "response", None)
+    if response is not None and state.status_code is None:
+        response_meta(state, response)
+
+
+def record_completion(state: StreamState, completion: Any) -> None:
+    """Account for a non-streamed `ChatCompletion`."""
+    d = completion.__dict__
+    state.response_id = d.get("id") or None
+    state.response_model = d.get("model") or None
+    for choice in d.get("choices") or ():
+        cd = choice.__dict__
+        index = cd.get("index") or 0
+        reason = cd.get("finish_reason")
+        if reason:
+            state.finish_reasons[index] = reason
+        message = cd.get("message")
+        if message is not None:
+            text = message.__dict__.get("content")
+            if isinstance(text, str) and text:
+                lane = state.lane(index, CONTENT, "content")
+                if lane.counter is not None:
+                    lane.tokens += lane.counter.feed(text)
+                    state.tokens_total += lane.tokens
+                lane.chars += len(text)
+                if lane.captured is not None:
+                    lane.captured.append(text)
+    usage = d.get("usage")
+    if usage is not None:
+        state.usage = usage_dict(usage)

@@ -1,0 +1,361 @@
+"""Stream proxies: what the caller gets instead of the SDK's `Stream` / `AsyncStream`.
+
+A proxy is a `wrapt.ObjectProxy`, so `isinstance(s, openai.Stream)`, `.response` and every other
+attribute behave as on the SDK's object. Iteration runs through one generator per proxy (like the
+SDK's own `_iterator`), so a `break` followed by another loop continues where it stopped, exactly
+as with the SDK. The generator holds the run, never the proxy: no reference cycle, so CPython
+frees both as soon as the caller drops the stream, and the end is recorded right then.
+
+The end of a stream is recorded exactly once (`Run.finish`), whichever way it comes: exhausted,
+error, `close()`, context exit, cancellation, or garbage collection (`break` and walking away is
+recorded as `cancelled`/`break`; never iterated at all as `abandoned`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from . import _log
+from ._errors import internal_error
+from ._openai import error_meta, flush_chunks, process_chunk, response_meta
+from ._state import StreamState
+
+if TYPE_CHECKING:
+    from ._resume import Resumer
+
+_clock = time.perf_counter
+
+
+class Run:
+    """One stream's moving parts, shared by its proxy and its generator."""
+
+    __slots__ = (
+        "closing",
+        "debug",
+        "hide_usage",
+        "last_chunk",
+        "resumer",
+        "started",
+        "state",
+        "stream",
+    )
+
+    def __init__(
+        self, state: StreamState, stream: Any, hide_usage: bool, resumer: Resumer | None
+    ) -> None:
+        self.state = state
+        self.stream = stream
+        self.hide_usage = hide_usage
+        self.resumer = resumer
+        self.last_chunk: Any = None
+        self.started = False
+        self.closing: str | None = None  # "close" / "exit" while the proxy closes the generator
+        self.debug = _log.debug_enabled(state)
+        response_meta(state, getattr(stream, "response", None))
+
+    def finish(self, outcome: str, end: str, exc: BaseException | None = None) -> None:
+        state = self.state
+        if state.finish(outcome, end, _clock(), exc):
+            if exc is not None:
+                error_meta(state, exc)
+            _log.emit(state)
+
+    def finish_exhausted(self) -> None:
+        state = self.state
+        seen = {ln.index for ln in state.lanes.values()}
+        complete = bool(state.finish_reasons) and seen <= set(state.finish_reasons)
+        self.finish("ok" if complete else "incomplete", "exhausted")
+
+    def end_of_iteration(self) -> str:
+        return self.closing or "break"
+
+
+def _source(stream: Any) -> Any:
+    # The SDK's own generator: iterating it directly saves one generator layer per chunk.
+    it = getattr(stream, "_iterator", None)
+    return it if it is not None else iter(stream)
+
+
+def _sync_chunks(run: Run) -> Iterator[Any]:
+    state = run.state
+    src = _source(run.stream)
+    hide = run.hide_usage
+    debug = run.debug
+    process = process_chunk
+    clock = _clock
+    run.started = True
+    try:
+        while True:
+            try:
+                chunk = next(src)
+            except StopIteration:
+                break
+            except Exception as exc:
+                resumer = run.resumer
+                replacement = resumer.recover_sync(run, exc) if resumer is not None else None
+                if replacement is not None:
+                    run.stream = replacement
+                    src = _source(replacement)
+                    continue
+                yield from _flush(run)
+                run.finish("error", "exception", exc)
+                raise
+            now = clock()
+            run.last_chunk = chunk
+            try:
+                deliver = process(state, chunk, now, hide)
+                if debug:
+                    _log.chunk_event(state, now)
+            except Exception as exc:
+                internal_error("processing a chunk", exc)
+                deliver = True
+            if deliver:
+                yield chunk
+        yield from _flush(run)
+        run.finish_exhausted()
+    except GeneratorExit:
+        run.finish("cancelled", run.end_of_iteration())
+        _close_quietly(run.stream)
+        raise
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: the caller is leaving
+        if not state.finished:
+            run.finish("cancelled", "cancelled", exc)
+        raise
+
+
+async def _async_chunks(run: Run) -> AsyncIterator[Any]:
+    state = run.state
+    src = _source(run.stream)
+    hide = run.hide_usage
+    debug = run.debug
+    process = process_chunk
+    clock = _clock
+    run.started = True
+    try:
+        while True:
+            try:
+                chunk = await src.__anext__()
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError as exc:
+                run.finish("cancelled", "cancelled", exc)
+                raise
+            except Exception as exc:
+                resumer = run.resumer
+                replacement = (
+                    await resumer.recover_async(run, exc) if resumer is not None else None
+                )
+                if replacement is not None:
+                    run.stream = replacement
+                    src = _source(replacement)
+                    continue
+                for c in _flush(run):
+                    yield c
+                run.finish("error", "exception", exc)
+                raise
+            now = clock()
+            run.last_chunk = chunk
+            try:
+                deliver = process(state, chunk, now, hide)
+                if debug:
+                    _log.chunk_event(state, now)
+            except Exception as exc:
+                internal_error("processing a chunk", exc)
+                deliver = True
+            if deliver:
+                yield chunk
+        for c in _flush(run):
+            yield c
+        run.finish_exhausted()
+    except GeneratorExit:
+        run.finish("cancelled", run.end_of_iteration())
+        await _aclose_quietly(run.stream)
+        raise
+    except BaseException as exc:
+        if not state.finished:
+            run.finish("cancelled", "cancelled", exc)
+        raise
+
+
+def _flush(run: Run) -> list[Any]:
+    """Chunks carrying whatever the word buffer still holds (end of stream or error)."""
+    try:
+        return flush_chunks(run.state, run.last_chunk)
+    except Exception as exc:
+        internal_error("flushing held text", exc)
+        return []
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except Exception:  # closing an already broken connection: nothing left to release
+        pass
+
+
+async def _aclose_quietly(stream: Any) -> None:
+    try:
+        await stream.close()
+    except Exception:
+        pass
+
+
+class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Stands in for `openai.Stream[ChatCompletionChunk]`."""
+
+    def __init__(self, stream: Any, run: Run) -> None:
+        super().__init__(stream)
+        self._self_run = run
+        self._self_gen: Iterator[Any] | None = None
+
+    def _self_chunks(self) -> Iterator[Any]:
+        gen = self._self_gen
+        if gen is None:
+            gen = self._self_gen = _sync_chunks(self._self_run)
+        return gen
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._self_chunks()
+
+    def __next__(self) -> Any:
+        return next(self._self_chunks())
+
+    def __enter__(self) -> StreamProxy:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._self_close("exit")
+
+    def close(self) -> None:
+        self._self_close("close")
+
+    def _self_close(self, how: str) -> None:
+        run = self._self_run
+        gen = self._self_gen
+        if gen is not None and not run.state.finished:
+            run.closing = how
+            gen.close()
+        if not run.state.finished:
+            run.finish("cancelled", how)
+        run.stream.close()
+
+    def __del__(self) -> None:
+        run = self._self_run
+        if not run.started and not run.state.finished:
+            run.finish("abandoned", "gc")
+            _close_quietly(run.stream)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("streamtap stream proxies cannot be pickled")
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Stands in for `openai.AsyncStream[ChatCompletionChunk]`."""
+
+    def __init__(self, stream: Any, run: Run) -> None:
+        super().__init__(stream)
+        self._self_run = run
+        self._self_gen: AsyncIterator[Any] | None = None
+
+    def _self_chunks(self) -> AsyncIterator[Any]:
+        gen = self._self_gen
+        if gen is None:
+            gen = self._self_gen = _async_chunks(self._self_run)
+        return gen
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._self_chunks()
+
+    async def __anext__(self) -> Any:
+        return await self._self_chunks().__anext__()
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._self_close("exit")
+
+    async def close(self) -> None:
+        await self._self_close("close")
+
+    async def _self_close(self, how: str) -> None:
+        run = self._self_run
+        gen = self._self_gen
+        if gen is not None and not run.state.finished:
+            run.closing = how
+            await gen.aclose()  # type: ignore[attr-defined]
+        if not run.state.finished:
+            run.finish("cancelled", how)
+        await run.stream.close()
+
+    def __del__(self) -> None:
+        run = self._self_run
+        if not run.started and not run.state.finished:
+            # Cannot await a close here; the SDK's response is released when it is collected.
+            run.finish("abandoned", "gc")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("streamtap stream proxies cannot be pickled")
+
+
+def run_of(obj: Any) -> Run | None:
+    """The run behind a proxy, or behind the SDK's `.stream()` helper wrapping one."""
+    for candidate in (obj, getattr(obj, "_raw_stream", None)):
+        if isinstance(candidate, (StreamProxy, AsyncStreamProxy)):
+            run: Run = candidate._self_run
+            return run
+    return None
+
+
+class ResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Stands in for the raw response of `with_raw_response` / `with_streaming_response`.
+
+    `.parse()` returns a stream proxy (the same one every time, as the SDK caches its parse).
+    """
+
+    def __init__(self, response: Any, wrap: Callable[[Any], Any], state: StreamState) -> None:
+        super().__init__(response)
+        self._self_wrap = wrap
+        self._self_state = state
+        self._self_parsed: tuple[Any, Any] | None = None
+
+    def _self_adopt(self, parsed: Any) -> Any:
+        cached = self._self_parsed
+        if cached is not None and cached[0] is parsed:
+            return cached[1]
+        proxy = self._self_wrap(parsed)
+        self._self_parsed = (parsed, proxy)
+        return proxy
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(parsed):
+            return self._self_aparse(parsed)
+        return self._self_adopt(parsed)
+
+    async def _self_aparse(self, awaitable: Any) -> Any:
+        return self._self_adopt(await awaitable)
+
+    def __enter__(self) -> ResponseProxy:
+        return self
+
+    def __exit__(self, *exc_info: object) -> Any:
+        return self.__wrapped__.__exit__(*exc_info)
+
+    async def __aenter__(self) -> ResponseProxy:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> Any:
+        return await self.__wrapped__.__aexit__(*exc_info)
+
+    def __del__(self) -> None:
+        if self._self_parsed is None and not self._self_state.finished:
+            # The caller read the raw body itself; streamtap saw no chunks to time.
+            self._self_state.finish("ok", "raw", _clock())
+            _log.emit(self._self_state)

@@ -1,0 +1,359 @@
+"""Per-stream state: feeds timing, token counting and segmenting, and builds the summary.
+
+Pure: it sees strings, numbers and `perf_counter()` readings, never an SDK object. The shell
+(`_openai`, `_proxy`) translates chunks into calls on a `StreamState`, and a finished state
+into one summary event (`_log`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ._options import Resolved
+from ._segment import Segmenter
+from ._timing import Timing
+from ._tokens import TokenCounter
+
+SCHEMA_VERSION = 1
+
+# Text channels of one choice. Each (choice index, channel) pair gets its own lane, so that
+# n > 1 choices and reasoning text are never merged into the answer text.
+CONTENT, REASONING, REFUSAL = 0, 1, 2
+CHANNEL_NAMES = ("content", "reasoning", "refusal")
+
+
+class Lane:
+    """One text channel of one choice: its segmenter, token counter and delivered length."""
+
+    __slots__ = ("captured", "chars", "counter", "field", "index", "seg", "tokens")
+
+    def __init__(
+        self,
+        index: int,
+        field: str,
+        seg: Segmenter | None,
+        counter: TokenCounter | None,
+        capture: bool,
+    ) -> None:
+        self.index = index
+        self.field = field  # name of the delta attribute this lane's text travels in
+        self.seg = seg
+        self.counter = counter
+        self.chars = 0  # characters delivered to the caller so far
+        self.tokens = 0
+        self.captured: list[str] | None = [] if capture else None
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamStats:
+    """A live snapshot of one stream, from `streamtap.stats(stream)`."""
+
+    chunks: int
+    """Chunks received from the server so far (all attempts)."""
+    time_to_first_chunk: float | None
+    time_to_first_token: float | None
+    elapsed: float
+    tokens: int
+    """Text tokens counted so far (finalized tokens; the pending tail is added at the end)."""
+    last_chunk_tokens: int
+    """Tokens the most recent chunk finalized."""
+    token_source: str | None
+    held_chars: int
+    """Characters the word buffer holds back right now."""
+    retries: int
+    outcome: str | None
+    """None while the stream runs, then as in the summary event."""
+    usage: dict[str, int] | None
+
+
+class StreamState:
+    """Everything streamtap tracks about one request, from call to end."""
+
+    __slots__ = (
+        "attempts",
+        "chunk_count",
+        "chunk_tokens",
+        "end",
+        "error_type",
+        "finish_reasons",
+        "finished",
+        "input_messages",
+        "lanes",
+        "last_chunk_tokens",
+        "outcome",
+        "request",
+        "resolved",
+        "response_id",
+        "response_model",
+        "retries",
+        "status_code",
+        "request_id",
+        "resume_strategy",
+        "timing",
+        "tokens_total",
+        "usage",
+        "_counter_factory",
+    )
+
+    def __init__(
+        self,
+        resolved: Resolved,
+        request: dict[str, Any],
+        start: float,
+        input_messages: Any = None,
+    ) -> None:
+        self.resolved = resolved
+        self.request = request  # static fields of the event (model, server, provider, ...)
+        self.timing = Timing(start)
+        self.lanes: dict[int, Lane] = {}
+        self.chunk_count = 0
+        self.tokens_total = 0
+        self.chunk_tokens = 0  # tokens finalized by the chunk being processed
+        self.last_chunk_tokens = 0
+        self.finish_reasons: dict[int, str] = {}
+        self.usage: dict[str, int] | None = None
+        self.response_id: str | None = None
+        self.response_model: str | None = None
+        self.status_code: int | None = None
+        self.request_id: str | None = None
+        self.outcome: str | None = None
+        self.end: str | None = None
+        self.error_type: str | None = None
+        self.finished = False
+        self.retries = 0
+        self.resume_strategy: str | None = None
+        self.attempts: list[dict[str, Any]] = []
+        self.input_messages = input_messages if resolved.options.log_content else None
+        o = resolved.options
+        self._counter_factory = (
+            resolved.counter_factory(request.get("gen_ai.request.model"))
+            if o.count_tokens
+            else None
+        )
+
+    # -- per chunk --------------------------------------------------------------------------
+
+    def lane(self, index: int, channel: int, field: str) -> Lane:
+        """The lane for (choice index, channel), created on first use."""
+        key = index * 4 + channel
+        lane = self.lanes.get(key)
+        if lane is None:
+            o = self.resolved.options
+            policy = self.resolved.policy
+            seg = (
+                Segmenter(
+                    policy,
+                    hold_max_seconds=o.hold_max_seconds,
+                    hold_max_chars=o.hold_max_chars,
+                )
+                if policy is not None
+                else None
+            )
+            factory = self._counter_factory
+            lane = Lane(index, field, seg, factory.new() if factory else None, o.log_content)
+            self.lanes[key] = lane
+        return lane
+
+    def text(self, lane: Lane, text: str, now: float) -> str:
+        """Account for a text delta and return what the caller may see now."""
+        counter = lane.counter
+        if counter is not None:
+            n = counter.feed(text)
+            lane.tokens += n
+            self.chunk_tokens += n
+        if self.timing.first_token is None:
+            self.timing.first_token = now
+        seg = lane.seg
+        out = seg.push(text, now) if seg is not None else text
+        if out:
+            lane.chars += len(out)
+            if lane.captured is not None:
+                lane.captured.append(out)
+        return out
+
+    def release(self, lane: Lane, now: float | None = None) -> str:
+        """Release held text: all of it (now=None), or what the hold bound says is due."""
+        seg = lane.seg
+        if seg is None:
+            return ""
+        out = seg.flush() if now is None else seg.poll(now)
+        if out:
+            lane.chars += len(out)
+            if lane.captured is not None:
+                lane.captured.append(out)
+        return out
+
+    def held_lanes(self) -> list[Lane]:
+        return [ln for ln in self.lanes.values() if ln.seg is not None and ln.seg.held_chars]
+
+    def deadline(self) -> float | None:
+        """Earliest time at which the hold bound forces held text out."""
+        best: float | None = None
+        for ln in self.lanes.values():
+            seg = ln.seg
+            if seg is not None:
+                d = seg.deadline
+                if d is not None and (best is None or d < best):
+                    best = d
+        return best
+
+    def end_chunk(self) -> None:
+        """Close the books on one chunk: roll the per-chunk token count into the totals."""
+        n = self.chunk_tokens
+        self.last_chunk_tokens = n
+        self.tokens_total += n
+        self.chunk_tokens = 0
+
+    def discard_held(self) -> None:
+        """Drop text the caller has not seen (a resumed attempt will produce it again)."""
+        for ln in self.lanes.values():
+            if ln.seg is not None:
+                ln.seg.discard()
+
+    # -- end --------------------------------------------------------------------------------
+
+    def finish(self, outcome: str, end: str, now: float, error: BaseException | None = None) -> bool:
+        """Record the end; returns False if the end was already recorded (exactly once)."""
+        if self.finished:
+            return False
+        self.finished = True
+        self.outcome = outcome
+        self.end = end
+        self.timing.end = now
+        if error is not None:
+            self.error_type = error_name(error)
+        return True
+
+    def final_tokens(self) -> int:
+        """Count the pending tails (once, at the end) and return the stream's total."""
+        extra = 0
+        for ln in self.lanes.values():
+            c = ln.counter
+            if c is not None:
+                n = c.finish()
+                ln.tokens += n
+                extra += n
+        self.tokens_total += extra
+        return self.tokens_total
+
+    def snapshot(self, now: float) -> StreamStats:
+        t = self.timing
+        held = sum(ln.seg.held_chars for ln in self.lanes.values() if ln.seg is not None)
+        factory = self._counter_factory
+        return StreamStats(
+            chunks=self.chunk_count,
+            time_to_first_chunk=None if t.first_chunk is None else t.first_chunk - t.start,
+            time_to_first_token=None if t.first_token is None else t.first_token - t.start,
+            elapsed=(t.end if t.end is not None else now) - t.start,
+            tokens=self.tokens_total,
+            last_chunk_tokens=self.last_chunk_tokens,
+            token_source=factory.source if factory else None,
+            held_chars=held,
+            retries=self.retries,
+            outcome=self.outcome,
+            usage=dict(self.usage) if self.usage else None,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The canonical event (docs/events.md). Call once, after `finish`."""
+        o = self.resolved.options
+        counted = self.final_tokens() if self._counter_factory is not None else None
+        ev: dict[str, Any] = {
+            "streamtap.schema_version": SCHEMA_VERSION,
+            **self.request,
+            "gen_ai.response.model": self.response_model,
+            "gen_ai.response.id": self.response_id,
+            "streamtap.outcome": self.outcome,
+            "streamtap.end": self.end,
+            "http.response.status_code": self.status_code,
+            "streamtap.request_id": self.request_id,
+        }
+        if self.error_type is not None:
+            ev["error.type"] = self.error_type
+        ev.update(self.timing.fields())
+        ev["streamtap.chunk_count"] = self.chunk_count
+        if self.finish_reasons:
+            ev["gen_ai.response.finish_reasons"] = [
+                self.finish_reasons[i] for i in sorted(self.finish_reasons)
+            ]
+        indexes = {ln.index for ln in self.lanes.values()} | set(self.finish_reasons)
+        ev["streamtap.choices"] = len(indexes) if indexes else None
+
+        usage = self.usage
+        completion: int | None = None
+        reasoning = 0
+        if usage is not None:
+            ev["gen_ai.usage.input_tokens"] = usage.get("prompt_tokens")
+            completion = usage.get("completion_tokens")
+            ev["gen_ai.usage.output_tokens"] = completion
+            ev["streamtap.usage.source"] = "server"
+            if "cached_tokens" in usage:
+                ev["streamtap.usage.cached_tokens"] = usage["cached_tokens"]
+            if "reasoning_tokens" in usage:
+                reasoning = usage["reasoning_tokens"]
+                ev["streamtap.usage.reasoning_tokens"] = reasoning
+        elif counted is not None:
+            ev["gen_ai.usage.output_tokens"] = counted
+            ev["streamtap.usage.source"] = "streamtap"
+        if counted is not None:
+            factory = self._counter_factory
+            assert factory is not None
+            ev["streamtap.tokens.counted"] = counted
+            ev["streamtap.tokens.source"] = factory.source
+            ev["streamtap.tokens.encoding"] = factory.encoding
+            if completion is not None:
+                ev["streamtap.tokens.diff"] = counted - (completion - reasoning)
+
+        output_tokens = completion if completion is not None else counted
+        t = self.timing
+        decode = ev.get("streamtap.decode_duration")
+        if output_tokens and decode:
+            ev["streamtap.output_tokens_per_second"] = output_tokens / decode
+            if output_tokens > 1:
+                ev["streamtap.time_per_output_token"] = decode / (output_tokens - 1)
+        del t
+
+        ev["streamtap.buffering.mode"] = self.resolved.mode
+        hold_max = 0.0
+        hold_sum = 0.0
+        hold_n = 0
+        for ln in self.lanes.values():
+            seg = ln.seg
+            if seg is not None:
+                hold_max = max(hold_max, seg.hold_max)
+                hold_sum += seg.hold_sum
+                hold_n += seg.hold_count
+        if hold_n:
+            ev["streamtap.buffering.hold_max"] = hold_max
+            ev["streamtap.buffering.hold_mean"] = hold_sum / hold_n
+        ev["streamtap.retries"] = self.retries
+        if self.resume_strategy is not None:
+            ev["streamtap.resume.strategy"] = self.resume_strategy
+        if self.attempts:
+            ev["streamtap.attempts"] = self.attempts
+        if o.log_content:
+            ev["streamtap.content.output"] = self.output_text()
+            ev["streamtap.content.input"] = self.input_messages
+        return ev
+
+    def output_text(self) -> dict[str, str] | str:
+        """Delivered text per lane ("0.content", ...); a plain str for the one-choice case."""
+        texts = {
+            f"{ln.index}.{CHANNEL_NAMES[key % 4]}": "".join(ln.captured)
+            for key, ln in sorted(self.lanes.items())
+            if ln.captured is not None
+        }
+        if list(texts) == ["0.content"]:
+            return texts["0.content"]
+        return texts
+
+
+def error_name(exc: BaseException) -> str:
+    """A stable, readable exception type name, e.g. `openai.APIConnectionError`."""
+    cls = type(exc)
+    module = cls.__module__
+    top = module.split(".", 1)[0]
+    if top in ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "builtins", "asyncio"):
+        return cls.__name__ if top == "builtins" else f"{top}.{cls.__name__}"
+    return f"{module}.{cls.__qualname__}"

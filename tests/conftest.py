@@ -1,0 +1,75 @@
+"""Shared fixtures: strict mode, the shared tiktoken files, a local server, event capture."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# streamtap's internal errors are raised, not swallowed, while the suite runs.
+os.environ.setdefault("STREAMTAP_STRICT", "1")
+_SHARED = Path(os.environ.get("STREAMTAP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+if (_SHARED / "tiktoken").is_dir():
+    os.environ.setdefault("STREAMTAP_TIKTOKEN_DIR", str(_SHARED / "tiktoken"))
+os.environ.setdefault("STREAMTAP_TIKTOKEN_DOWNLOAD", "0")
+
+SHARED = _SHARED
+
+
+class Events(logging.Handler):
+    """Collects the fields of every streamtap summary event."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.summaries: list[dict[str, Any]] = []
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if record.getMessage() == "streamtap.stream.summary":
+            self.summaries.append(
+                {k: v for k, v in record.__dict__.items() if "." in k or k == "event"}
+            )
+
+    def one(self) -> dict[str, Any]:
+        assert len(self.summaries) == 1, self.summaries
+        return self.summaries[0]
+
+    def errors(self) -> list[logging.LogRecord]:
+        return [r for r in self.records if r.levelno >= logging.ERROR]
+
+
+@pytest.fixture
+def events() -> Iterator[Events]:
+    log = logging.getLogger("streamtap")
+    handler = Events()
+    old = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    from streamtap.testing import FakeServer
+
+    with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _clean_instrumentation() -> Iterator[None]:
+    """Every test starts and ends with nothing instrumented."""
+    import streamtap
+
+    streamtap.uninstrument()
+    yield
+    streamtap.uninstrument()
