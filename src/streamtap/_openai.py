@@ -76,6 +76,7 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
         if dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
             if state.timing.first_token is None:
                 state.timing.first_token = now
+            state.tool_calls_seen = True
             flush = True  # text before a tool call is delivered before it
     reason = cd.get("finish_reason")
     if reason:

@@ -51,6 +51,10 @@ class Options:
     backoff_max: float = 8.0
     resume_strategy: str = "auto"
     """`auto`, `prefill`, `replay`, `continuation` or `off` (see docs/resume.md)."""
+    prefill: str | None = None
+    """How the endpoint continues a partial answer: `vllm` (vLLM / llama.cpp
+    `continue_final_message`), `prefix` (DeepSeek / Mistral `prefix: true`), or None: known
+    hosts only."""
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Options)}
@@ -133,6 +137,8 @@ def _validate(o: Options) -> None:
     _check_timeout("retry_deadline", o.retry_deadline, allow_none=True)
     _check_timeout("backoff_initial", o.backoff_initial, allow_none=False)
     _check_timeout("backoff_max", o.backoff_max, allow_none=False)
+    if o.prefill not in (None, "vllm", "prefix"):
+        raise ValueError(f"streamtap: prefill must be None, 'vllm' or 'prefix', got {o.prefill!r}")
     if o.resume_strategy not in _STRATEGIES:
         raise ValueError(
             f"streamtap: resume_strategy must be one of {', '.join(_STRATEGIES)}, "

@@ -23,6 +23,7 @@ from ._errors import internal_error
 from ._openai import endpoint_key, record_completion, request_fields, response_meta
 from ._options import Resolved
 from ._proxy import AsyncStreamProxy, ResponseProxy, Run, StreamProxy
+from ._recover import Resumer
 from ._state import StreamState
 
 _clock = time.perf_counter
@@ -189,8 +190,11 @@ class _Call:
             response_meta(state, response)
             _log.emit(state)
 
-    def resumer(self, create: Any, args: Any) -> Any:
-        return None  # resume on interruption: issue 5, wired in _resume.py
+    def resumer(self, create: Any, args: Any) -> Resumer | None:
+        o = self.resolved.options
+        if not o.retry or o.resume_strategy == "off":
+            return None
+        return Resumer(self, create, args)
 
     def adopt(self, result: Any, create: Any, args: Any) -> Any:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""

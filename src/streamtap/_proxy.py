@@ -23,8 +23,10 @@ import wrapt
 
 from . import _log
 from ._errors import internal_error
+from ._exceptions import IncompleteStream
 from ._openai import error_meta, flush_chunks, process_chunk, response_meta
 from ._state import StreamState
+from ._watchdog import watchdog
 
 if TYPE_CHECKING:
     from ._resume import Resumer
@@ -36,14 +38,21 @@ class Run:
     """One stream's moving parts, shared by its proxy and its generator."""
 
     __slots__ = (
+        "__weakref__",
         "closing",
         "debug",
+        "first_chunk_timeout",
+        "got_chunk",
         "hide_usage",
+        "idle_timeout",
         "last_chunk",
+        "loop",
         "resumer",
+        "stalled",
         "started",
         "state",
         "stream",
+        "wait_start",
     )
 
     def __init__(
@@ -57,20 +66,51 @@ class Run:
         self.started = False
         self.closing: str | None = None  # "close" / "exit" while the proxy closes the generator
         self.debug = _log.debug_enabled(state)
+        # Stall watching (see _watchdog): only with a resumer to act on a stall.
+        o = state.resolved.options
+        self.idle_timeout = o.idle_timeout if resumer is not None else None
+        self.first_chunk_timeout = o.first_chunk_timeout if resumer is not None else None
+        self.wait_start: float | None = None
+        self.got_chunk = False
+        self.stalled = False
+        self.loop: Any = None
         response_meta(state, getattr(stream, "response", None))
+
+    @property
+    def watched(self) -> bool:
+        return self.idle_timeout is not None or self.first_chunk_timeout is not None
+
+    def attempt_started(self) -> None:
+        """A resumed attempt begins: the text the caller has not seen will come again."""
+        self.state.discard_held()
+        self.got_chunk = False
 
     def finish(self, outcome: str, end: str, exc: BaseException | None = None) -> None:
         state = self.state
         if state.finish(outcome, end, _clock(), exc):
+            self.wait_start = None
+            watchdog.unwatch(self)
             if exc is not None:
                 error_meta(state, exc)
             _log.emit(state)
 
     def finish_exhausted(self) -> None:
+        self.finish("ok" if self.complete() else "incomplete", "exhausted")
+
+    def complete(self) -> bool:
         state = self.state
         seen = {ln.index for ln in state.lanes.values()}
-        complete = bool(state.finish_reasons) and seen <= set(state.finish_reasons)
-        self.finish("ok" if complete else "incomplete", "exhausted")
+        return bool(state.finish_reasons) and seen <= set(state.finish_reasons)
+
+    def resumable_end(self) -> bool:
+        """A clean end that is really a cut: text but no finish_reason and no usage."""
+        state = self.state
+        return (
+            self.resumer is not None
+            and not state.finish_reasons
+            and state.usage is None
+            and any(ln.chars or (ln.seg is not None and ln.seg.held_chars) for ln in state.lanes.values())
+        )
 
     def end_of_iteration(self) -> str:
         return self.closing or "break"
@@ -87,45 +127,71 @@ def _sync_chunks(run: Run) -> Iterator[Any]:
     src = _source(run.stream)
     hide = run.hide_usage
     debug = run.debug
+    watched = run.watched
+    if watched:
+        watchdog.watch(run)
     process = process_chunk
     clock = _clock
     run.started = True
     try:
         while True:
             try:
-                chunk = next(src)
+                if watched:
+                    run.wait_start = clock()
+                    try:
+                        chunk = next(src)
+                    finally:
+                        run.wait_start = None
+                    run.got_chunk = True
+                else:
+                    chunk = next(src)
             except StopIteration:
+                if run.resumable_end():
+                    exc: Exception = IncompleteStream()
+                else:
+                    break
+            except Exception as e:
+                exc = e
+            else:
+                now = clock()
+                run.last_chunk = chunk
+                try:
+                    deliver = process(state, chunk, now, hide)
+                    if debug:
+                        _log.chunk_event(state, now)
+                except Exception as err:
+                    internal_error("processing a chunk", err)
+                    deliver = True
+                if deliver:
+                    yield chunk
+                continue
+            # Reading failed (or ended too early): resume, or flush and surface the error.
+            final: BaseException = exc
+            resumer = run.resumer
+            if resumer is not None:
+                try:
+                    replacement = resumer.recover_sync(run, exc)
+                except Exception as err:
+                    final = err
+                else:
+                    if replacement is not None:
+                        run.stream = replacement
+                        src = _source(replacement)
+                        continue
+            yield from _flush(run)
+            if isinstance(final, IncompleteStream):
                 break
-            except Exception as exc:
-                resumer = run.resumer
-                replacement = resumer.recover_sync(run, exc) if resumer is not None else None
-                if replacement is not None:
-                    run.stream = replacement
-                    src = _source(replacement)
-                    continue
-                yield from _flush(run)
-                run.finish("error", "exception", exc)
-                raise
-            now = clock()
-            run.last_chunk = chunk
-            try:
-                deliver = process(state, chunk, now, hide)
-                if debug:
-                    _log.chunk_event(state, now)
-            except Exception as exc:
-                internal_error("processing a chunk", exc)
-                deliver = True
-            if deliver:
-                yield chunk
+            run.finish("error", "exception", final)
+            raise final
         yield from _flush(run)
         run.finish_exhausted()
     except GeneratorExit:
         run.finish("cancelled", run.end_of_iteration())
         _close_quietly(run.stream)
         raise
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit: the caller is leaving
+    except BaseException as err:  # KeyboardInterrupt, SystemExit: the caller is leaving
         if not state.finished:
-            run.finish("cancelled", "cancelled", exc)
+            run.finish("cancelled", "cancelled", err)
         raise
 
 
@@ -134,42 +200,66 @@ async def _async_chunks(run: Run) -> AsyncIterator[Any]:
     src = _source(run.stream)
     hide = run.hide_usage
     debug = run.debug
+    watched = run.watched
+    if watched:
+        run.loop = asyncio.get_running_loop()
+        watchdog.watch(run)
     process = process_chunk
     clock = _clock
     run.started = True
     try:
         while True:
             try:
-                chunk = await src.__anext__()
+                if watched:
+                    run.wait_start = clock()
+                    try:
+                        chunk = await src.__anext__()
+                    finally:
+                        run.wait_start = None
+                    run.got_chunk = True
+                else:
+                    chunk = await src.__anext__()
             except StopAsyncIteration:
+                if run.resumable_end():
+                    exc: Exception = IncompleteStream()
+                else:
+                    break
+            except asyncio.CancelledError as err:
+                run.finish("cancelled", "cancelled", err)
+                raise
+            except Exception as e:
+                exc = e
+            else:
+                now = clock()
+                run.last_chunk = chunk
+                try:
+                    deliver = process(state, chunk, now, hide)
+                    if debug:
+                        _log.chunk_event(state, now)
+                except Exception as err:
+                    internal_error("processing a chunk", err)
+                    deliver = True
+                if deliver:
+                    yield chunk
+                continue
+            final: BaseException = exc
+            resumer = run.resumer
+            if resumer is not None:
+                try:
+                    replacement = await resumer.recover_async(run, exc)
+                except Exception as err:
+                    final = err
+                else:
+                    if replacement is not None:
+                        run.stream = replacement
+                        src = _source(replacement)
+                        continue
+            for c in _flush(run):
+                yield c
+            if isinstance(final, IncompleteStream):
                 break
-            except asyncio.CancelledError as exc:
-                run.finish("cancelled", "cancelled", exc)
-                raise
-            except Exception as exc:
-                resumer = run.resumer
-                replacement = (
-                    await resumer.recover_async(run, exc) if resumer is not None else None
-                )
-                if replacement is not None:
-                    run.stream = replacement
-                    src = _source(replacement)
-                    continue
-                for c in _flush(run):
-                    yield c
-                run.finish("error", "exception", exc)
-                raise
-            now = clock()
-            run.last_chunk = chunk
-            try:
-                deliver = process(state, chunk, now, hide)
-                if debug:
-                    _log.chunk_event(state, now)
-            except Exception as exc:
-                internal_error("processing a chunk", exc)
-                deliver = True
-            if deliver:
-                yield chunk
+            run.finish("error", "exception", final)
+            raise final
         for c in _flush(run):
             yield c
         run.finish_exhausted()
@@ -177,9 +267,9 @@ async def _async_chunks(run: Run) -> AsyncIterator[Any]:
         run.finish("cancelled", run.end_of_iteration())
         await _aclose_quietly(run.stream)
         raise
-    except BaseException as exc:
+    except BaseException as err:
         if not state.finished:
-            run.finish("cancelled", "cancelled", exc)
+            run.finish("cancelled", "cancelled", err)
         raise
 
 

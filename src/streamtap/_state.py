@@ -92,7 +92,9 @@ class StreamState:
         "resume_strategy",
         "timing",
         "tokens_total",
+        "tool_calls_seen",
         "usage",
+        "usage_prior",
         "_counter_factory",
     )
 
@@ -113,6 +115,8 @@ class StreamState:
         self.last_chunk_tokens = 0
         self.finish_reasons: dict[int, str] = {}
         self.usage: dict[str, int] | None = None
+        self.usage_prior: dict[str, int] | None = None  # summed usage of cut-off attempts
+        self.tool_calls_seen = False
         self.response_id: str | None = None
         self.response_model: str | None = None
         self.status_code: int | None = None
@@ -151,25 +155,34 @@ class StreamState:
                 else None
             )
             factory = self._counter_factory
-            lane = Lane(index, field, seg, factory.new() if factory else None, o.log_content)
+            capture = o.log_content or (o.retry and o.resume_strategy != "off")
+            lane = Lane(index, field, seg, factory.new() if factory else None, capture)
             self.lanes[key] = lane
         return lane
 
     def text(self, lane: Lane, text: str, now: float) -> str:
-        """Account for a text delta and return what the caller may see now."""
-        counter = lane.counter
-        if counter is not None:
-            n = counter.feed(text)
-            lane.tokens += n
-            self.chunk_tokens += n
+        """Account for a text delta and return what the caller may see now.
+
+        Tokens are counted on the text as it is *delivered*: the sum over a stream is still the
+        count of the whole answer, and text a resume discards or a replay skips is never
+        counted twice.
+        """
         if self.timing.first_token is None:
             self.timing.first_token = now
         seg = lane.seg
         out = seg.push(text, now) if seg is not None else text
         if out:
+            counter = lane.counter
+            if counter is not None:
+                n = counter.feed(out)
+                lane.tokens += n
+                self.chunk_tokens += n
             lane.chars += len(out)
-            if lane.captured is not None:
-                lane.captured.append(out)
+            cap = lane.captured
+            if cap is not None:
+                cap.append(out)
+                if len(cap) > 256:
+                    cap[:] = ["".join(cap)]
         return out
 
     def release(self, lane: Lane, now: float | None = None) -> str:
@@ -179,6 +192,11 @@ class StreamState:
             return ""
         out = seg.flush() if now is None else seg.poll(now)
         if out:
+            counter = lane.counter
+            if counter is not None:
+                n = counter.feed(out)
+                lane.tokens += n
+                self.tokens_total += n
             lane.chars += len(out)
             if lane.captured is not None:
                 lane.captured.append(out)
@@ -210,6 +228,21 @@ class StreamState:
         for ln in self.lanes.values():
             if ln.seg is not None:
                 ln.seg.discard()
+
+    def add_prior_usage(self, usage: dict[str, int]) -> None:
+        prior = self.usage_prior or {}
+        for k, v in usage.items():
+            prior[k] = prior.get(k, 0) + v
+        self.usage_prior = prior
+
+    def total_usage(self) -> dict[str, int] | None:
+        """Server usage summed over attempts."""
+        if self.usage_prior is None:
+            return self.usage
+        total = dict(self.usage_prior)
+        for k, v in (self.usage or {}).items():
+            total[k] = total.get(k, 0) + v
+        return total
 
     # -- end --------------------------------------------------------------------------------
 
@@ -280,7 +313,7 @@ class StreamState:
         indexes = {ln.index for ln in self.lanes.values()} | set(self.finish_reasons)
         ev["streamtap.choices"] = len(indexes) if indexes else None
 
-        usage = self.usage
+        usage = self.total_usage()
         completion: int | None = None
         reasoning = 0
         if usage is not None:
