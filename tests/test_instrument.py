@@ -119,7 +119,7 @@ def test_instrument_everything_covers_new_and_module_clients(
     later = client_for(server)
     assert texts(list(later.chat.completions.create(model="m", messages=MSG, stream=True))) == TEXT
     monkeypatch.setattr(openai, "api_key", "sk-module")
-    monkeypatch.setattr(openai, "base_url", server.base_url)
+    monkeypatch.setattr(openai, "base_url", server.base_url + "/")
     monkeypatch.setattr(openai, "max_retries", 0)
     monkeypatch.setattr(openai, "_client", None)
     server.enqueue(Reply(text=TEXT))

@@ -45,6 +45,7 @@ class Run:
         "got_chunk",
         "hide_usage",
         "idle_timeout",
+        "is_async",
         "last_chunk",
         "loop",
         "resumer",
@@ -74,6 +75,7 @@ class Run:
         self.got_chunk = False
         self.stalled = False
         self.loop: Any = None
+        self.is_async = not hasattr(stream, "__next__")
         response_meta(state, getattr(stream, "response", None))
 
     @property
@@ -114,6 +116,18 @@ class Run:
 
     def end_of_iteration(self) -> str:
         return self.closing or "break"
+
+    def __del__(self) -> None:
+        # Both the proxy and its generator are gone. A generator that ran recorded its own end
+        # (GeneratorExit); getting here unfinished means the stream was never iterated.
+        state = self.state
+        if not state.finished:
+            if self.started:
+                self.finish("cancelled", "gc")
+            else:
+                self.finish("abandoned", "gc")
+            if not self.is_async:
+                _close_quietly(self.stream)
 
 
 def _source(stream: Any) -> Any:
@@ -335,12 +349,6 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             run.finish("cancelled", how)
         run.stream.close()
 
-    def __del__(self) -> None:
-        run = self._self_run
-        if not run.started and not run.state.finished:
-            run.finish("abandoned", "gc")
-            _close_quietly(run.stream)
-
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError("streamtap stream proxies cannot be pickled")
 
@@ -383,12 +391,6 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         if not run.state.finished:
             run.finish("cancelled", how)
         await run.stream.close()
-
-    def __del__(self) -> None:
-        run = self._self_run
-        if not run.started and not run.state.finished:
-            # Cannot await a close here; the SDK's response is released when it is collected.
-            run.finish("abandoned", "gc")
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError("streamtap stream proxies cannot be pickled")

@@ -123,8 +123,8 @@ def choose(
 ) -> Strategy | None:
     """The strategy for the next attempt, or None: surface the error instead."""
     if tool_call_started:
-        # Never splice a tool call half-way: only a verified replay may resume it.
-        return None if replay_diverged or configured not in ("auto", "replay") else "replay"
+        # Never splice a tool call (or audio) half-way: the error surfaces instead.
+        return None
     if configured == "prefill":
         return "prefill" if single_text_lane else "replay"
     if configured == "replay":

@@ -1,0 +1,656 @@
+"""Word-boundary buffering: the pure core.
+
+A :class:`Segmenter` sits on one text channel of one choice of one stream.  Each arriving
+delta is :meth:`~Segmenter.push`-ed; what comes back may be shown to the caller now, the rest
+is held until a later delta shows where it ends.  Nothing here knows about the SDK.
+
+The promises, for every input and every way of splitting it into deltas:
+
+* Lossless: ``"".join(outputs) + seg.flush() == "".join(inputs)``.
+* Grapheme-safe: every emission point is an extended grapheme cluster boundary (UAX #29) of the
+  full text, so no emitted piece ends inside a cluster and no later piece starts with a code
+  point that would have extended it.  That is why the last cluster of the buffer is always
+  held: the next code point may extend it (ZWJ emoji sequences, flags, skin tones, combining
+  marks, Hangul jamo, CR LF, variation selectors).  The one exception is a buffer ending in a
+  line feed or another mandatory break (``\\n \\v \\f U+0085 U+2028 U+2029``): UAX #29 always
+  breaks graphemes and words after those, whatever follows, so such a buffer is released whole
+  (a ``line`` buffer does not wait one more delta for its newline to be confirmed).
+* Policy boundaries are final: a position is only ever chosen if the text up to and including
+  the code point right after it decides it, so later text cannot turn it into a non-boundary
+  (``"don"`` + ``"'t"`` is never emitted as ``"don"``).
+* Bounded hold: text waits at most ``hold_max_seconds`` (given a timely :meth:`~Segmenter.poll`)
+  and the buffer never exceeds ``hold_max_chars``; past either bound the buffer is released up
+  to its last grapheme boundary, so CJK, URLs, base64 and code never stall.  Only the last
+  grapheme cluster may stay longer (nothing can be released without risking a split).
+
+Policies:
+
+``word`` (default)
+    UAX #29 word boundaries (the ``regex`` module's ``WORD`` flag), restricted to those where
+    a piece ends *after* its trailing whitespace and punctuation: a boundary is used if the
+    code point after it is not whitespace and either follows whitespace or is not closing /
+    terminal punctuation (``Pd Pe Pf Po`` and the UAX #29 ``Mid*`` / quote classes).  So the
+    caller sees ``"Hello, "`` + ``"world"``, never ``"Hello"`` + ``", "``.  Han ideographs and
+    Hiragana are word class *Other*, so every one is a boundary; a Katakana run is one word
+    (short; the hold bound covers long ones).  Thai, Lao, Khmer and Myanmar letters
+    (``Line_Break=SA``) are also class *Other* in UAX #29 (it defers them to a dictionary),
+    so without a dictionary the boundaries inside such runs are the grapheme cluster
+    boundaries: they never stall, at the price of splitting inside words.  ICU is not used.
+``sentence``
+    An approximation of UAX #29 sentence boundaries: before the first non-space after a
+    paragraph separator (``\\n``, ``\\r``, U+0085, U+2028, U+2029), after an ``STerm``
+    (``! ? 。 ！ ？`` ...) plus closing quotes/brackets plus optional spaces, or after an
+    ``ATerm`` (``.``) plus closers plus at least one space when the next character is not a
+    lowercase letter (``"e.g. this"``, ``"3.14"`` and ``"Wait... what"`` are not split).
+``line``
+    After each mandatory line break: ``\\n`` (``\\r\\n`` counts as one), a lone ``\\r``,
+    ``\\v``, ``\\f``, U+0085, U+2028, U+2029.
+custom
+    A compiled pattern (``re`` or ``regex``, ``str`` patterns): a boundary at the end of every
+    non-overlapping match (``finditer`` over the held text); the last match end that is a
+    grapheme boundary, and not inside the last cluster, is used.  Or a callable receiving the
+    held text and returning how many leading characters may be emitted; its answer is rounded
+    down to a grapheme boundary.  Custom policies see the whole held text on every push (so
+    cost O(held), held being bounded by ``hold_max_chars``).
+
+Performance: the built-in policies are amortized O(len(new text)) per push.  Common shapes
+are decided with ``str`` methods only (no regex call): a delta ending in ``\\n``; a delta whose
+tail after its last space is a run of letters/digits (``" the"``, ``" 2024"``, ``" мир"``); a
+delta that continues a word (``"ation"``); a single Han / Hiragana character.  Everything else
+goes through one compiled ``regex`` match starting at the last cluster of the held text.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from bisect import bisect_right
+from typing import Callable, Final, Literal
+
+import regex
+
+__all__ = ["BoundaryFn", "Mode", "Policy", "Segmenter", "make_policy"]
+
+Mode = Literal["word", "sentence", "line", "off"]
+"""Names accepted by :func:`make_policy`; ``"off"`` means no buffering at all."""
+
+BoundaryFn = Callable[[str], int]
+"""A custom policy: given the held text, return the length of the prefix that may be emitted."""
+
+_MODES: Final = ("word", "sentence", "line", "off")
+
+_WORD: Final = 0
+_SENTENCE: Final = 1
+_LINE: Final = 2
+_CUSTOM: Final = 3
+
+# After these a grapheme boundary and a word boundary are certain whatever follows
+# (GB4 and WB3a: LF and Newline), so a buffer ending in one may be released whole.
+_CLOSED: Final = "\n\x0b\x0c\x85\u2028\u2029"
+
+# ---------------------------------------------------------------------------------------------
+# Word policy, general path (regex).
+#
+# A position p (a grapheme boundary, 0 < p < len) is a word-policy boundary when
+#   * UAX #29 says word boundary there (regex WORD flag: \b), and
+#   * the code point at p is not whitespace, and
+#   * either the code point before p is whitespace, or the code point at p is not closing /
+#     terminal punctuation and not one of the UAX #29 Mid* / quote classes.
+# The last two conditions also make the boundary final: UAX #29 word rules only look more
+# than one code point ahead (WB6, WB7b, WB12) when the code point at p is MidLetter, MidNum,
+# MidNumLet, Single_Quote or Double_Quote, and those are excluded; with whitespace before p no
+# look-ahead rule applies at all.
+_WORD_REJECT: Final = (
+    r"\s\p{Pd}\p{Pe}\p{Pf}\p{Po}"
+    r"\p{WB=MidLetter}\p{WB=MidNum}\p{WB=MidNumLet}\p{WB=Single_Quote}\p{WB=Double_Quote}"
+)
+_WORD_ACCEPT: Final = rf"\b(?:(?<=\s)(?!\s)|(?![{_WORD_REJECT}]))"
+
+# Sentence policy (see the module docstring).  Every alternative looks at most at the code
+# point right after the position, so the boundary is final too.
+_SENT_ACCEPT: Final = (
+    r"(?=\S)(?:"
+    r"(?<=[\n\r\x85\u2028\u2029]\s*)"
+    r"|(?![\p{SB=SContinue}\p{SB=STerm}\p{SB=ATerm}])(?:"
+    r"(?<=\p{SB=STerm}\p{SB=Close}*)(?!\p{SB=Close})"
+    r"|(?<=\p{SB=STerm}\p{SB=Close}*\s+)"
+    r"|(?<=\p{SB=ATerm}\p{SB=Close}*\s+)(?!\p{Ll})"
+    r"))"
+)
+
+
+def _finder(accept: str) -> regex.Pattern[str]:
+    """Compile the one-call search used by the general path.
+
+    Matched from a known grapheme boundary ``g``: ``\\X*`` runs over whole clusters to the end
+    and backtracks cluster by cluster, so group 1 ends at the rightmost grapheme boundary that
+    satisfies ``accept`` and is not the end of the text (group 1 does not take part if there is
+    none); the match then continues cluster by cluster and ends at the start of the last one.
+    """
+    return regex.compile(rf"(?:(\X*){accept}(?=\X))?(?:\X(?=\X))*", regex.WORD)
+
+
+_FIND_WORD: Final = _finder(_WORD_ACCEPT)
+_FIND_SENTENCE: Final = _finder(_SENT_ACCEPT)
+_LAST_CLUSTER: Final = regex.compile(r"(?:\X(?=\X))*")
+_CLUSTER: Final = regex.compile(r"\X")
+
+# Line policy: no grapheme check needed, a cluster always ends after a mandatory break
+# (GB4/GB5; CR LF is matched as a pair and a lone CR only when something else follows).
+_LINE_ANY: Final = re.compile(r"[\n\r\x0b\x0c\x85\u2028\u2029]")
+_LINE_LAST: Final = re.compile(r".*(?:\r\n|\r(?=[^\n])|[\n\x0b\x0c\x85\u2028\u2029])", re.DOTALL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Word policy, ASCII path.  The character classes are derived from the same regex properties
+# as the general path, and tests check both paths agree on every ASCII text they try.
+def _ascii_chars(pattern: str) -> str:
+    compiled = regex.compile(pattern)
+    return "".join(c for c in map(chr, range(128)) if compiled.fullmatch(c))
+
+
+_A_SPACE: Final = _ascii_chars(r"\s")
+_A_REJECT: Final = _ascii_chars(rf"[{_WORD_REJECT}]")
+_A_LETTER: Final = _ascii_chars(r"\p{WB=ALetter}")
+_A_DIGIT: Final = _ascii_chars(r"\p{WB=Numeric}")
+_A_JOIN: Final = _ascii_chars(r"[\p{WB=ALetter}\p{WB=Numeric}\p{WB=ExtendNumLet}]")
+_A_MID_LETTER: Final = _ascii_chars(r"[\p{WB=MidLetter}\p{WB=MidNumLet}\p{WB=Single_Quote}]")
+_A_MID_NUM: Final = _ascii_chars(r"[\p{WB=MidNum}\p{WB=MidNumLet}\p{WB=Single_Quote}]")
+
+# Below U+0590 (Latin, Greek, Cyrillic, Armenian) every str.isalpha() character is UAX #29
+# ALetter and grapheme class Other: runs of them join into one word, and a grapheme and word
+# boundary always separates them from a preceding space.  (Verified exhaustively by the tests.)
+_SIMPLE_ALPHA_END: Final = "\u0590"
+
+
+def _joins(s: str) -> bool:
+    """True if ``s`` is a non-empty run of characters with no word boundary inside.
+
+    Also guarantees each character is a grapheme cluster of its own that a space or a letter
+    before it cannot absorb.
+    """
+    if s.isascii():
+        return s.isalnum()
+    return s.isalpha() and max(s) < _SIMPLE_ALPHA_END
+
+
+def _ascii_word_cut(b: str, lo: int) -> int:
+    """Rightmost word-policy boundary ``p`` with ``max(lo, 1) <= p < len(b)``, else 0.
+
+    ``b`` must be ASCII: then every position is a grapheme boundary except inside CR LF (never
+    a candidate: the code point after a candidate is not whitespace).
+    """
+    p = len(b) - 1
+    lo = max(lo, 1)
+    while p >= lo:
+        c = b[p]
+        if c not in _A_SPACE:
+            before = b[p - 1]
+            if before in _A_SPACE:
+                return p
+            if c in _A_JOIN:
+                if before not in _A_JOIN:
+                    if p < 2:
+                        return p
+                    prev = b[p - 2]
+                    if c in _A_LETTER:
+                        if before not in _A_MID_LETTER or prev not in _A_LETTER:  # WB6/7
+                            return p
+                    elif c in _A_DIGIT:
+                        if before not in _A_MID_NUM or prev not in _A_DIGIT:  # WB11/12
+                            return p
+                    else:
+                        return p
+            elif c not in _A_REJECT:
+                return p
+        p -= 1
+    return 0
+
+
+def _is_cjk_single(c: str) -> bool:
+    """One Han ideograph (URO or extension A) or Hiragana letter: word class Other, no clusters."""
+    return "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" or "\u3041" <= c <= "\u3096"
+
+
+def _last_start(b: str, g: int) -> int:
+    """Start of the last grapheme cluster of ``b``, scanning from the known boundary ``g``."""
+    if b.isascii():
+        return len(b) - 2 if b.endswith("\r\n") else len(b) - 1
+    end: int = _LAST_CLUSTER.match(b, g).end()
+    return end
+
+
+def _safe_end(b: str, g: int) -> int:
+    """How much of the non-empty ``b`` can go without risking a split: all of it if it ends in a
+    mandatory break, else up to the start of its last grapheme cluster."""
+    if b[-1] in _CLOSED:
+        return len(b)
+    return _last_start(b, g)
+
+
+def _cluster_starts(b: str) -> list[int]:
+    return [m.start() for m in _CLUSTER.finditer(b)]
+
+
+# ---------------------------------------------------------------------------------------------
+class Policy:
+    """An immutable, validated segmentation policy, shared by all segmenters built from it.
+
+    Build with :func:`make_policy`.  ``name`` is ``"word"``, ``"sentence"``, ``"line"`` or
+    ``"custom"``.
+    """
+
+    __slots__ = ("_fn", "_kind", "_pattern", "name")
+
+    name: str
+    _kind: int
+    _pattern: re.Pattern[str] | regex.Pattern[str] | None
+    _fn: BoundaryFn | None
+
+    def __init__(
+        self,
+        name: str,
+        kind: int,
+        *,
+        pattern: re.Pattern[str] | regex.Pattern[str] | None = None,
+        fn: BoundaryFn | None = None,
+    ) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_kind", kind)
+        object.__setattr__(self, "_pattern", pattern)
+        object.__setattr__(self, "_fn", fn)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __repr__(self) -> str:
+        if self._pattern is not None:
+            return f"Policy(custom, pattern={self._pattern.pattern!r})"
+        if self._fn is not None:
+            return f"Policy(custom, fn={self._fn!r})"
+        return f"Policy({self.name})"
+
+    def _custom_cut(self, b: str) -> int:
+        """Emission point for a custom policy over the whole buffer ``b`` (non-empty)."""
+        n = len(b)
+        safe = _safe_end(b, 0)
+        fn = self._fn
+        if fn is not None:
+            raw = fn(b)
+            try:
+                p = operator.index(raw)
+            except TypeError:
+                raise TypeError(
+                    f"segmentation callable {fn!r} must return an int, got {type(raw).__name__}"
+                ) from None
+            if not 0 <= p <= n or isinstance(raw, bool):
+                raise ValueError(
+                    f"segmentation callable {fn!r} returned {raw!r} "
+                    f"for a held text of {n} characters; expected 0..{n}"
+                )
+            if p >= safe:
+                return safe
+            if p <= 0:
+                return 0
+            starts = _cluster_starts(b)
+            return starts[bisect_right(starts, p) - 1]
+        assert self._pattern is not None
+        ends: list[int] = [m.end() for m in self._pattern.finditer(b)]
+        if not ends:
+            return 0
+        bounds = set(_cluster_starts(b))
+        bounds.add(n)
+        for e in reversed(ends):
+            if 0 < e <= safe and e in bounds:
+                return e
+        return 0
+
+
+WORD_POLICY: Final = Policy("word", _WORD)
+SENTENCE_POLICY: Final = Policy("sentence", _SENTENCE)
+LINE_POLICY: Final = Policy("line", _LINE)
+_BUILTIN: Final = {"word": WORD_POLICY, "sentence": SENTENCE_POLICY, "line": LINE_POLICY}
+
+
+def make_policy(
+    mode: str | re.Pattern[str] | regex.Pattern[str] | BoundaryFn,
+) -> Policy | None:
+    """Validate a segmentation setting and build its :class:`Policy`.
+
+    ``"word"``, ``"sentence"`` and ``"line"`` give shared built-in policies; ``"off"`` gives
+    ``None`` (do not segment).  A compiled ``str`` pattern (``re`` or ``regex``) puts a boundary
+    at the end of every match; a callable gets the held text and returns the length of the
+    prefix that may be emitted.  Any other string raises :class:`ValueError`; any other type
+    (including bytes patterns) raises :class:`TypeError`.
+    """
+    if isinstance(mode, str):
+        if mode == "off":
+            return None
+        policy = _BUILTIN.get(mode)
+        if policy is None:
+            valid = ", ".join(repr(m) for m in _MODES)
+            raise ValueError(
+                f"unknown segmentation mode {mode!r}: expected one of {valid}, "
+                "a compiled regular expression or a callable"
+            )
+        return policy
+    if isinstance(mode, (re.Pattern, regex.Pattern)):
+        if not isinstance(mode.pattern, str):
+            raise TypeError(
+                "segmentation pattern must be compiled from a str, not "
+                f"{type(mode.pattern).__name__}: {mode.pattern!r}"
+            )
+        return Policy("custom", _CUSTOM, pattern=mode)
+    if callable(mode) and not isinstance(mode, type):
+        return Policy("custom", _CUSTOM, fn=mode)
+    raise TypeError(
+        "segmentation mode must be one of 'word', 'sentence', 'line', 'off', a compiled "
+        f"regular expression or a callable taking the held text, got {type(mode).__name__}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+class Segmenter:
+    """Holds back the unfinished tail of one text channel and releases it at boundaries.
+
+    Not thread-safe (it needs not be: one stream feeds it from one task or thread).  ``now``
+    is any monotonic clock in seconds (``time.perf_counter()``); it only has to be consistent
+    across calls.
+
+    Attributes ``hold_max``, ``hold_sum`` and ``hold_count`` accumulate, over emissions, how
+    long the oldest character of each emitted piece waited (``now`` minus its arrival).
+    """
+
+    __slots__ = (
+        "_g",
+        "_held",
+        "_hold_s",
+        "_kind",
+        "_marks",
+        "_max_chars",
+        "_t0",
+        "hold_count",
+        "hold_max",
+        "hold_sum",
+        "policy",
+    )
+
+    policy: Policy
+    hold_max: float
+    hold_sum: float
+    hold_count: int
+    _kind: int
+    _hold_s: float
+    _max_chars: int
+    _held: str
+    _t0: float
+    _marks: list[tuple[int, float]]
+    _g: int
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        hold_max_seconds: float = 0.15,
+        hold_max_chars: int = 256,
+    ) -> None:
+        if not isinstance(policy, Policy):
+            raise TypeError(
+                f"policy must be a Policy from make_policy(), got {type(policy).__name__}"
+            )
+        if isinstance(hold_max_seconds, bool) or not isinstance(hold_max_seconds, (int, float)):
+            raise TypeError(
+                f"hold_max_seconds must be a number, got {type(hold_max_seconds).__name__}"
+            )
+        if math.isnan(hold_max_seconds) or hold_max_seconds < 0:
+            raise ValueError(f"hold_max_seconds must be >= 0, got {hold_max_seconds!r}")
+        if isinstance(hold_max_chars, bool) or not isinstance(hold_max_chars, int):
+            raise TypeError(f"hold_max_chars must be an int, got {type(hold_max_chars).__name__}")
+        if hold_max_chars < 1:
+            raise ValueError(f"hold_max_chars must be >= 1, got {hold_max_chars!r}")
+        self.policy = policy
+        self._kind = policy._kind
+        self._hold_s = float(hold_max_seconds)
+        self._max_chars = hold_max_chars
+        self._held = ""
+        self._t0 = 0.0  # arrival time of held[0]
+        self._marks = []  # (offset in held, arrival time) of later pieces still held
+        self._g = 0  # a grapheme boundary in held, at or before the start of its last cluster
+        self.hold_max = 0.0
+        self.hold_sum = 0.0
+        self.hold_count = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Segmenter {self.policy.name} held={self._held!r} "
+            f"hold_max_seconds={self._hold_s} hold_max_chars={self._max_chars}>"
+        )
+
+    # -- read-only state -----------------------------------------------------------------------
+    @property
+    def hold_max_seconds(self) -> float:
+        """The time bound: no text waits longer, except the buffer's last grapheme cluster."""
+        return self._hold_s
+
+    @property
+    def hold_max_chars(self) -> int:
+        """The size bound: the buffer never holds more, except when it is one grapheme cluster."""
+        return self._max_chars
+
+    @property
+    def held(self) -> str:
+        """The text received but not yet emitted."""
+        return self._held
+
+    @property
+    def held_chars(self) -> int:
+        """``len(held)``, in code points."""
+        return len(self._held)
+
+    @property
+    def deadline(self) -> float | None:
+        """When :meth:`poll` would release something, or ``None`` if it would not at any time.
+
+        ``None`` when nothing is held, when the held text is a single grapheme cluster (only
+        more text or :meth:`flush` can release it) or when the time bound is infinite.  An
+        async shell arms a timer for this time and calls ``poll()`` when it fires; after any
+        push/poll the value may change, so re-read it then.
+        """
+        held = self._held
+        if not held or self._hold_s == math.inf:
+            return None
+        if len(held) == 1 and held not in _CLOSED:
+            return None
+        if _safe_end(held, self._g) == 0:
+            return None
+        return self._t0 + self._hold_s
+
+    # -- operations ----------------------------------------------------------------------------
+    def push(self, text: str, now: float) -> str:
+        """Add ``text`` (arrived at ``now``) and return what may be emitted now (maybe ``""``)."""
+        if not text:
+            return self.poll(now) if self._held else ""
+        held = self._held
+        nh = len(held)
+        kind = self._kind
+        if kind == _WORD:
+            if text[-1] in _CLOSED:
+                return self._emit_all(held + text if nh else text, nh, now)
+            i = text.rfind(" ")
+            rest = text[i + 1 :] if i >= 0 else text
+            if rest and _joins(rest):
+                if i >= 0:
+                    # "... <letters>": the last boundary is after that space.
+                    if len(rest) <= self._max_chars and self._hold_s > 0:
+                        return self._emit_fast(held + text[: i + 1], rest, nh, now)
+                    return self._commit(held + text, nh, nh + i + 1, nh + len(text) - 1, now)
+                if nh == 0:
+                    b = text
+                    p = 0
+                    last = len(text) - 1
+                else:
+                    before = held[-1]
+                    if before in _A_SPACE:
+                        # Whitespace then a letter: a boundary, and the only candidate.
+                        if len(text) <= self._max_chars and self._hold_s > 0:
+                            return self._emit_fast(held, text, nh, now)
+                        p = nh
+                    elif before in _A_JOIN or (before.isalpha() and before < _SIMPLE_ALPHA_END):
+                        p = 0  # the word goes on ("instrument" + "ation")
+                    else:
+                        p = -1  # after punctuation etc.: let the general path decide
+                    b = held + text
+                    last = len(b) - 1
+                if p >= 0:
+                    return self._commit(b, nh, p, last, now)
+            elif len(text) == 1 and nh and _is_cjk_single(text):
+                before = held[-1]
+                if before < "\u0600" or _is_cjk_single(before):
+                    # Every Han / Hiragana character is a word boundary before it; only a
+                    # Prepend character (>= U+0600) could glue it to the previous cluster.
+                    if self._hold_s > 0:
+                        return self._emit_fast(held, text, nh, now)
+                    return self._commit(held + text, nh, nh, nh, now)
+            b = held + text if nh else text
+            if b.isascii():
+                return self._commit(b, nh, _ascii_word_cut(b, nh), len(b) - 1, now)
+            m = _FIND_WORD.match(b, self._g)
+            return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
+        b = held + text if nh else text
+        if kind == _SENTENCE:
+            if b[-1] in _CLOSED:
+                return self._emit_all(b, nh, now)
+            m = _FIND_SENTENCE.match(b, self._g)
+            return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
+        if kind == _LINE:
+            p = 0
+            if _LINE_ANY.search(text) is not None or held.endswith("\r"):
+                lm = _LINE_LAST.match(b, max(nh - 1, 0))
+                if lm is not None:
+                    p = lm.end()
+            return self._commit(b, nh, p, -1, now)
+        try:
+            p = self.policy._custom_cut(b)
+        except BaseException:
+            # Keep the text: the caller may still flush() it.
+            self._commit(b, nh, 0, -1, now, bound=False)
+            raise
+        return self._commit(b, nh, p, -1, now)
+
+    def poll(self, now: float) -> str:
+        """No new text: release what the time bound says must go by ``now`` (else ``""``).
+
+        Releases up to the last grapheme boundary when the oldest held character has waited
+        ``hold_max_seconds`` or more.
+        """
+        held = self._held
+        if not held or now - self._t0 < self._hold_s:
+            return ""
+        return self._commit(held, len(held), 0, -1, now)
+
+    def flush(self, now: float | None = None) -> str:
+        """Release everything held (on finish, error, close, before a tool call ...).
+
+        If ``now`` is given the emission is counted in the hold statistics.
+        """
+        held = self._held
+        if held:
+            if now is not None:
+                self._record(now - self._t0)
+            self._reset()
+        return held
+
+    def discard(self) -> str:
+        """Drop the held text and return it (it was never emitted, e.g. before a resume)."""
+        held = self._held
+        if held:
+            self._reset()
+        return held
+
+    # -- internals -----------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._held = ""
+        self._g = 0
+        if self._marks:
+            self._marks = []
+
+    def _record(self, wait: float) -> None:
+        if wait > self.hold_max:
+            self.hold_max = wait
+        self.hold_sum += wait
+        self.hold_count += 1
+
+    def _emit_all(self, b: str, nh: int, now: float) -> str:
+        """``b`` ends in a mandatory break: release it whole."""
+        self._record(now - self._t0 if nh else 0.0)
+        if nh:
+            self._reset()
+        return b
+
+    def _emit_fast(self, out: str, rest: str, nh: int, now: float) -> str:
+        """Emit ``out`` and hold ``rest``: all old held text goes, ``rest`` arrived ``now`` and
+        is within the size bound, and its last character is its only possible cluster start
+        that matters (each character of ``rest`` is a cluster of its own)."""
+        if out:
+            self._record(now - self._t0 if nh else 0.0)
+        self._held = rest
+        self._t0 = now
+        self._g = len(rest) - 1
+        if self._marks:
+            self._marks = []
+        return out
+
+    def _arrival(self, p: int) -> float:
+        """Arrival time of ``held[p]`` for ``p < len(held)``."""
+        t = self._t0
+        for offset, arrived in self._marks:
+            if offset > p:
+                break
+            t = arrived
+        return t
+
+    def _commit(self, b: str, nh: int, p: int, last: int, now: float, *, bound: bool = True) -> str:
+        """Apply the hold bounds to the policy's choice ``p`` and move to the new state.
+
+        ``b`` is the whole buffer (old held text, ``nh`` characters, plus the new text),
+        ``p`` the policy's emission point, ``last`` the start of the last cluster of ``b``
+        if known (else -1).
+        """
+        n = len(b)
+        if bound and p < n:
+            t = now if p >= nh else self._arrival(p)
+            if n - p > self._max_chars or now - t >= self._hold_s:
+                if last < 0:
+                    last = _last_start(b, self._g)
+                q = n if b[-1] in _CLOSED else last
+                if q > p:
+                    p = q
+        if p <= 0:
+            if nh:
+                if n > nh:
+                    self._marks.append((nh, now))
+            else:
+                self._t0 = now
+            self._held = b
+            if last >= 0:
+                self._g = last
+            return ""
+        out = b[:p]
+        self._record(now - self._t0 if nh else 0.0)
+        if p >= nh:
+            self._t0 = now
+            if self._marks:
+                self._marks = []
+        else:
+            self._t0 = self._arrival(p)
+            marks = [(offset - p, t) for offset, t in self._marks if offset > p]
+            if n > nh:
+                marks.append((nh - p, now))
+            self._marks = marks
+        self._held = b[p:]
+        self._g = last - p if last >= p else 0
+        return out
