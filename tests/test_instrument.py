@@ -20,17 +20,19 @@ TEXT = "The quick brown fox jumps over the lazy dog. Then it naps in the warm su
 
 
 def client_for(server: FakeServer, **kw: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="sk-test-SECRET-0123", max_retries=0, **kw)
+    return openai.OpenAI(
+        base_url=server.base_url, api_key="sk-test-SECRET-0123", max_retries=0, **kw
+    )
 
 
 def aclient_for(server: FakeServer) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test-SECRET-0123", max_retries=0)
+    return openai.AsyncOpenAI(
+        base_url=server.base_url, api_key="sk-test-SECRET-0123", max_retries=0
+    )
 
 
 def texts(chunks: list[Any], index: int = 0) -> str:
-    return "".join(
-        (c.delta.content or "") for ch in chunks for c in ch.choices if c.index == index
-    )
+    return "".join((c.delta.content or "") for ch in chunks for c in ch.choices if c.index == index)
 
 
 def wait_closed(server: FakeServer, timeout: float = 2.0) -> int:
@@ -67,7 +69,9 @@ def test_bad_options_fail_at_instrument_time(server: FakeServer) -> None:
     assert not streamtap.is_instrumented(client)
 
 
-def test_instrument_twice_is_a_noop_and_uninstrument_restores(server: FakeServer, events: Any) -> None:
+def test_instrument_twice_is_a_noop_and_uninstrument_restores(
+    server: FakeServer, events: Any
+) -> None:
     """A second instrument() changes nothing; uninstrument() puts the SDK back as it was."""
     from openai.resources.chat.completions import Completions
 
@@ -142,7 +146,9 @@ def test_stream_is_transparent_and_logged(server: FakeServer, events: Any) -> No
     chunks = list(stream)
     assert texts(chunks) == TEXT
     # Word buffering: every piece but the last ends at a word boundary.
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert all(p[-1] in " .," or p is pieces[-1] for p in pieces), pieces
     # The injected usage chunk is hidden from a caller who did not ask for usage.
     assert all(c.choices for c in chunks)
@@ -193,7 +199,9 @@ def test_break_records_cancelled_and_releases_connection(server: FakeServer, eve
     client = client_for(server)
     streamtap.instrument(client)
     server.enqueue(Reply(text=TEXT * 20, chunk_size=4, delay=0.002))
-    for i, _chunk in enumerate(client.chat.completions.create(model="m", messages=MSG, stream=True)):
+    for i, _chunk in enumerate(
+        client.chat.completions.create(model="m", messages=MSG, stream=True)
+    ):
         if i == 3:
             break
     ev = events.one()
@@ -265,7 +273,9 @@ def test_connection_cut_flushes_held_text_then_raises(server: FakeServer, events
     ev = events.one()
     assert ev["streamtap.outcome"] == "error"
     assert ev["error.type"] in (
-        "httpx.RemoteProtocolError", "openai.APIConnectionError", "httpx2.RemoteProtocolError"
+        "httpx.RemoteProtocolError",
+        "openai.APIConnectionError",
+        "httpx2.RemoteProtocolError",
     )
 
 
@@ -283,7 +293,9 @@ def test_http_error_passes_through_unchanged(server: FakeServer, events: Any) ->
     """An HTTP error reaches the caller as the SDK's own exception, and is logged."""
     client = client_for(server)
     streamtap.instrument(client)
-    server.enqueue(Reply(fault=Fault.http_error(401, body={"error": {"message": "bad key", "type": "auth"}})))
+    server.enqueue(
+        Reply(fault=Fault.http_error(401, body={"error": {"message": "bad key", "type": "auth"}}))
+    )
     with pytest.raises(openai.AuthenticationError) as info:
         client.chat.completions.create(model="m", messages=MSG, stream=True)
     assert info.value.status_code == 401
@@ -376,7 +388,10 @@ def test_stream_options_rejected_falls_back_once_per_endpoint(events: Any) -> No
         streamtap.instrument(client)
         for _ in range(2):
             server.enqueue(Reply(text=TEXT))
-            assert texts(list(client.chat.completions.create(model="m", messages=MSG, stream=True))) == TEXT
+            assert (
+                texts(list(client.chat.completions.create(model="m", messages=MSG, stream=True)))
+                == TEXT
+            )
         bodies = [r.json for r in server.requests]
     assert ["stream_options" in b for b in bodies] == [True, False, False]
     assert [e["streamtap.outcome"] for e in events.summaries] == ["ok", "ok"]
@@ -581,7 +596,9 @@ async def test_async_raw_and_streaming_response(server: FakeServer, events: Any)
     client = aclient_for(server)
     streamtap.instrument(client)
     server.enqueue(Reply(text=TEXT, chunk_size=4))
-    raw = await client.chat.completions.with_raw_response.create(model="m", messages=MSG, stream=True)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="m", messages=MSG, stream=True
+    )
     stream = raw.parse()
     assert texts([c async for c in stream]) == TEXT
     server.enqueue(Reply(text=TEXT, chunk_size=4))
@@ -611,5 +628,7 @@ def test_azure_client(server: FakeServer, events: Any) -> None:
     )
     streamtap.instrument(client)
     server.enqueue(Reply(text=TEXT))
-    assert texts(list(client.chat.completions.create(model="dep", messages=MSG, stream=True))) == TEXT
+    assert (
+        texts(list(client.chat.completions.create(model="dep", messages=MSG, stream=True))) == TEXT
+    )
     assert events.one()["gen_ai.provider.name"] == "azure.ai.openai"

@@ -377,3 +377,59 @@ def test_prometheus_missing_dependency_message(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(ImportError, match=r"pip install 'streamtap\[prometheus\]'"):
         PrometheusMetrics(registry=object())
+
+
+# -- with the real library -----------------------------------------------------------------------
+
+
+def test_hooks_through_instrument(server: Any, events: Any) -> None:
+    """`instrument(client, hooks=[...])` feeds both hooks; what they record matches the
+    summaries, and neither hook raised (the hook runner would have logged an error)."""
+    import openai
+
+    import streamtap
+
+    reader = otel_export.InMemoryMetricReader()
+    provider = otel_sdk.MeterProvider(metric_readers=[reader])
+    registry = prom.CollectorRegistry()
+    client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+    streamtap.instrument(
+        client, hooks=[OTelMetrics(meter_provider=provider), PrometheusMetrics(registry)]
+    )
+    for i in range(3):
+        for _chunk in client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"tell me about rivers {i}"}],
+            stream=True,
+        ):
+            pass
+    summaries = events.summaries
+    assert len(summaries) == 3
+    assert events.errors() == []
+
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
+               for m in sm.metrics}  # fmt: skip
+    duration = metrics["gen_ai.client.operation.duration"].data.data_points
+    assert sum(p.count for p in duration) == 3
+    assert sum(p.sum for p in duration) == pytest.approx(
+        sum(s["streamtap.duration"] for s in summaries)
+    )
+    (point,) = duration
+    attrs = dict(point.attributes)
+    assert attrs["gen_ai.request.model"] == "gpt-4o-mini"
+    assert attrs["server.address"] == "127.0.0.1" and isinstance(attrs["server.port"], int)
+    assert "error.type" not in attrs
+    ttfc = metrics["gen_ai.client.operation.time_to_first_chunk"].data.data_points
+    assert sum(p.count for p in ttfc) == 3
+    out_tokens = sum(s["gen_ai.usage.output_tokens"] for s in summaries)
+    usage = metrics["gen_ai.client.token.usage"].data.data_points
+    assert sum(p.sum for p in usage if p.attributes["gen_ai.token.type"] == "output") == out_tokens
+
+    server_label = f"127.0.0.1:{attrs['server.port']}"
+    labels = {"model": "gpt-4o-mini", "provider": "openai", "server": server_label}
+    get = registry.get_sample_value
+    assert get("streamtap_streams_total", {**labels, "outcome": "ok"}) == 3
+    assert get("streamtap_tokens_total", {**labels, "type": "output"}) == out_tokens
+    assert get("streamtap_time_to_first_token_seconds_count", labels) == 3

@@ -708,3 +708,67 @@ def test_html_screenshot(tmp_path: Path) -> None:
     assert len(data) > 50_000  # a blank page compresses to a few KB
     if os.environ.get("STREAMTAP_UPDATE_SCREENSHOT"):
         shutil.copyfile(shot, REPO / "docs" / "report.png")
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
+
+def test_end_to_end_with_the_real_library(server: Any, tmp_path: Path) -> None:
+    """Real streams through an instrumented client, logged as JSON lines by streamtap itself,
+    then reported: the report agrees with the summaries the hooks received."""
+    import logging
+
+    import openai
+
+    import streamtap
+    from streamtap.testing import Fault, Reply
+
+    captured: list[dict[str, Any]] = []
+    log_file = tmp_path / "events.jsonl"
+    with open(log_file, "w", encoding="utf-8") as f:
+        f.write("2026-11-21 20:59:00 INFO app starting\n")
+        handler = streamtap.configure_logging(json=True, stream=f)
+        try:
+            client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+            streamtap.instrument(client, hooks=[lambda s: captured.append(dict(s))])
+            server.enqueue(Reply(text="One two three four five six seven eight nine ten. " * 8))
+            server.enqueue(
+                Reply(
+                    text="Alpha beta gamma delta epsilon zeta eta theta. " * 8,
+                    fault=Fault.cut(after_events=6),
+                )
+            )
+            for i, model in enumerate(["gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "gpt-4o"]):
+                stream = client.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": f"question {i}"}],
+                    stream=True,
+                )
+                try:
+                    for _chunk in stream:
+                        pass
+                except openai.APIError:
+                    pass  # an interrupted stream that could not be resumed is still reported
+        finally:
+            logging.getLogger("streamtap").removeHandler(handler)
+
+    assert len(captured) == 4
+    rep = run_json([str(log_file)])
+    assert rep["lines"]["summaries"] == 4 and rep["lines"]["malformed"] == 0
+    assert rep["lines"]["non_json"] == 1
+    port = int(server.base_url.split(":")[2].split("/")[0])
+    assert set(rep["by_endpoint"]) == {f"127.0.0.1:{port}"}
+    for model in ("gpt-4o-mini", "gpt-4o"):
+        mine = [s for s in captured if s["gen_ai.request.model"] == model]
+        group = rep["by_model"][model]
+        assert group["count"] == len(mine)
+        ttfts = sorted(s["streamtap.time_to_first_token"] for s in mine)
+        assert group["time_to_first_token"]["p50"] == pytest.approx(percentile(ttfts, 50))
+        assert group["tokens"]["output"] == sum(
+            s.get("gen_ai.usage.output_tokens") or 0 for s in mine
+        )
+        assert group["retried"] == sum(1 for s in mine if (s.get("streamtap.retries") or 0) > 0)
+        assert group["outcomes"] == {
+            o: sum(1 for s in mine if s["streamtap.outcome"] == o)
+            for o in {s["streamtap.outcome"] for s in mine}
+        }

@@ -878,6 +878,44 @@ def test_azure_client_path(server: FakeServer) -> None:
     azure.close()
 
 
+def test_malformed_requests_and_http10(server: FakeServer) -> None:
+    """Malformed framing just closes the connection; HTTP/1.0 gets a close-delimited stream."""
+    for junk in (
+        b"nonsense\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: x\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(junk)
+            assert sock.recv(100) == b""
+    payload = json.dumps(stream_body()).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.0\r\ncontent-length: "
+            + str(len(payload)).encode()
+            + b"\r\n\r\n"
+            + payload
+        )
+        data = b""
+        for _ in range(10_000):
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and b"connection: close" in head
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+def test_non_stream_cut(server: FakeServer, client: openai.OpenAI) -> None:
+    """A cut applies to non-streamed JSON bodies too (content-length framing)."""
+    server.enqueue(Reply(text="short answer", fault=Fault.cut(at_byte=40)))
+    raw = raw_post(server, {"model": "m", "messages": MSGS})
+    assert len(raw.body) == 40 and not raw.complete
+    server.enqueue(Reply(text="short answer", fault=Fault.cut(at_byte=40)))
+    with pytest.raises(Exception):  # noqa: B017 - the type depends on the SDK major
+        client.chat.completions.create(model="m", messages=MSGS)
+
+
 def test_reply_validation() -> None:
     """Contradictory replies and faults are refused early."""
     with pytest.raises(ValueError):

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ._errors import StreamtapInternalError
+from ._exceptions import StreamInterrupted
 from ._log import configure_logging
 from ._options import Options, options
 from ._patch import instrument, is_instrumented, uninstrument
@@ -39,6 +40,7 @@ def stats(stream: Any) -> StreamStats:
 
 __all__ = [
     "Options",
+    "StreamInterrupted",
     "StreamStats",
     "StreamtapInternalError",
     "__version__",

@@ -35,6 +35,15 @@ class IncompleteStream(Exception):
     """The server ended the stream cleanly but without a finish_reason."""
 
 
+class ErrorObject(Exception):
+    """An `{"object": "error"}` chunk (vLLM style), which the SDK yields as if it were a chunk."""
+
+    def __init__(self, chunk: object, body: dict[str, object]) -> None:
+        super().__init__(str(body.get("message") or "error event in the stream"))
+        self.chunk = chunk
+        self.body = body
+
+
 _classes: dict[tuple[type, type], type] = {}
 _lock = threading.Lock()
 

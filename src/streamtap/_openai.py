@@ -17,11 +17,20 @@ from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
-def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> bool:
-    """Account for one chunk and rewrite its text in place. False: do not deliver it."""
+DELIVER, SKIP, ERROR = 1, 0, 2
+
+
+def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
+    """Account for one chunk and rewrite its text in place.
+
+    Returns DELIVER, SKIP (the hidden usage chunk) or ERROR: the "chunk" is an in-band error
+    object (`{"object": "error", ...}`, as vLLM sends), which the SDK does not raise for.
+    """
     state.chunk_count += 1
     state.timing.chunk(now)
     d = chunk.__dict__
+    if d.get("object") == "error":
+        return ERROR
     if state.response_id is None:
         rid = d.get("id")
         if rid:
@@ -40,8 +49,8 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
     if usage is not None:
         state.usage = usage_dict(usage)
         if hide_usage and not choices:
-            return False
-    return True
+            return SKIP
+    return DELIVER
 
 
 def _process_choice(state: StreamState, choice: Any, now: float) -> None:
@@ -253,3 +262,14 @@ def record_completion(state: StreamState, completion: Any) -> None:
     usage = d.get("usage")
     if usage is not None:
         state.usage = usage_dict(usage)
+
+
+def error_object(chunk: Any) -> Exception:
+    """The exception standing for an `{"object": "error"}` chunk."""
+    from ._exceptions import ErrorObject
+
+    d = dict(chunk.__dict__)
+    extra = chunk.__pydantic_extra__
+    if extra:
+        d.update(extra)
+    return ErrorObject(chunk, d)

@@ -23,8 +23,8 @@ import wrapt
 
 from . import _log
 from ._errors import internal_error
-from ._exceptions import IncompleteStream
-from ._openai import error_meta, flush_chunks, process_chunk, response_meta
+from ._exceptions import ErrorObject, IncompleteStream
+from ._openai import DELIVER, SKIP, error_meta, error_object, flush_chunks, process_chunk, response_meta
 from ._state import StreamState
 from ._watchdog import watchdog
 
@@ -175,10 +175,13 @@ def _sync_chunks(run: Run) -> Iterator[Any]:
                         _log.chunk_event(state, now)
                 except Exception as err:
                     internal_error("processing a chunk", err)
-                    deliver = True
-                if deliver:
+                    deliver = DELIVER
+                if deliver == DELIVER:
                     yield chunk
-                continue
+                    continue
+                if deliver == SKIP:
+                    continue
+                exc = error_object(chunk)
             # Reading failed (or ended too early): resume, or flush and surface the error.
             final: BaseException = exc
             resumer = run.resumer
@@ -192,6 +195,9 @@ def _sync_chunks(run: Run) -> Iterator[Any]:
                         run.stream = replacement
                         src = _source(replacement)
                         continue
+            if isinstance(final, ErrorObject):
+                yield final.chunk  # not resumed: the caller gets it as the SDK gave it
+                continue
             yield from _flush(run)
             if isinstance(final, IncompleteStream):
                 break
@@ -252,10 +258,13 @@ async def _async_chunks(run: Run) -> AsyncIterator[Any]:
                         _log.chunk_event(state, now)
                 except Exception as err:
                     internal_error("processing a chunk", err)
-                    deliver = True
-                if deliver:
+                    deliver = DELIVER
+                if deliver == DELIVER:
                     yield chunk
-                continue
+                    continue
+                if deliver == SKIP:
+                    continue
+                exc = error_object(chunk)
             final: BaseException = exc
             resumer = run.resumer
             if resumer is not None:
@@ -268,6 +277,9 @@ async def _async_chunks(run: Run) -> AsyncIterator[Any]:
                         run.stream = replacement
                         src = _source(replacement)
                         continue
+            if isinstance(final, ErrorObject):
+                yield final.chunk
+                continue
             for c in _flush(run):
                 yield c
             if isinstance(final, IncompleteStream):

@@ -19,7 +19,7 @@ import openai
 import tenacity
 
 from . import _resume
-from ._exceptions import Diverged, IncompleteStream, interrupted
+from ._exceptions import Diverged, ErrorObject, IncompleteStream, interrupted
 from ._resume import Budget, Failure
 from ._state import CONTENT, REASONING, REFUSAL, StreamState
 
@@ -68,6 +68,16 @@ def describe(exc: BaseException, stalled: bool) -> Failure | None:
         return Failure("diverged", message=str(exc))
     if isinstance(exc, IncompleteStream):
         return Failure("incomplete")
+    if isinstance(exc, ErrorObject):
+        body = exc.body
+        code = body.get("code")
+        status = _resume.parse_status(code)
+        return Failure(
+            "in_band_error",
+            status=status,
+            code=None if status is not None or code is None else str(code),
+            message=str(body.get("message") or ""),
+        )
     if stalled and isinstance(exc, _TIMEOUTS + _TRANSPORTS):
         return Failure("stall")
     if isinstance(exc, _TIMEOUTS):

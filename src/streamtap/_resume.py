@@ -15,8 +15,8 @@ The strategy ladder, per attempt:
    it repeats. Lossy by nature: the summary marks the answer as spliced.
 
 Default (``auto``): prefill where the endpoint is known or configured to support it, else
-replay; a replay that diverges falls to continuation. A tool call already partly delivered is
-never spliced: only replay (which verifies) may resume it, else the error surfaces.
+replay; a replay that diverges falls to continuation. A tool call (or audio) already partly
+delivered is never spliced: the error surfaces, with everything delivered so far.
 """
 
 from __future__ import annotations

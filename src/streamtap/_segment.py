@@ -108,9 +108,10 @@ _WORD_REJECT: Final = (
 _WORD_ACCEPT: Final = rf"\b(?:(?<=\s)(?!\s)|(?![{_WORD_REJECT}]))"
 
 # Sentence policy (see the module docstring).  Every alternative looks at most at the code
-# point right after the position, so the boundary is final too.
+# point right after the position, so the boundary is final too.  The first look-behind is a
+# cheap one-character filter: most positions fail it at once.
 _SENT_ACCEPT: Final = (
-    r"(?=\S)(?:"
+    r"(?=\S)(?<=[\s\p{SB=STerm}\p{SB=ATerm}\p{SB=Close}])(?:"
     r"(?<=[\n\r\x85\u2028\u2029]\s*)"
     r"|(?![\p{SB=SContinue}\p{SB=STerm}\p{SB=ATerm}])(?:"
     r"(?<=\p{SB=STerm}\p{SB=Close}*)(?!\p{SB=Close})"
@@ -118,6 +119,10 @@ _SENT_ACCEPT: Final = (
     r"|(?<=\p{SB=ATerm}\p{SB=Close}*\s+)(?!\p{Ll})"
     r"))"
 )
+# A sentence boundary needs one of these before it (a terminator or a paragraph separator) ...
+_SENT_TRIGGER: Final = regex.compile(r"[\p{SB=STerm}\p{SB=ATerm}\n\r\x85\u2028\u2029]")
+# ... followed only by these (and whitespace).
+_SENT_TAIL: Final = regex.compile(r"[\p{SB=STerm}\p{SB=ATerm}\p{SB=Close}\s]")
 
 
 def _finder(accept: str) -> regex.Pattern[str]:
@@ -157,6 +162,8 @@ _A_DIGIT: Final = _ascii_chars(r"\p{WB=Numeric}")
 _A_JOIN: Final = _ascii_chars(r"[\p{WB=ALetter}\p{WB=Numeric}\p{WB=ExtendNumLet}]")
 _A_MID_LETTER: Final = _ascii_chars(r"[\p{WB=MidLetter}\p{WB=MidNumLet}\p{WB=Single_Quote}]")
 _A_MID_NUM: Final = _ascii_chars(r"[\p{WB=MidNum}\p{WB=MidNumLet}\p{WB=Single_Quote}]")
+_A_SENT_TRIGGER: Final = _ascii_chars(_SENT_TRIGGER.pattern)
+_A_SENT_TAIL: Final = _ascii_chars(_SENT_TAIL.pattern)
 
 # Below U+0590 (Latin, Greek, Cyrillic, Armenian) every str.isalpha() character is UAX #29
 # ALetter and grapheme class Other: runs of them join into one word, and a grapheme and word
@@ -206,6 +213,128 @@ def _ascii_word_cut(b: str, lo: int) -> int:
                 return p
         p -= 1
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Word policy, non-ASCII path: a per-code-point class, computed from the regex module's own
+# Unicode properties on first sight and cached (a text uses a few thousand distinct characters
+# at most).  A right-to-left scan over the new text decides the common cases; whatever it
+# cannot decide for sure (emoji, regional indicators, Katakana, format controls, letters after
+# combining marks ...) goes to the regex path.
+_K_SPACE: Final = 1  # whitespace that is grapheme class Other (" ", NBSP, U+3000 ...)
+_K_SPACE_CTRL: Final = 2  # whitespace that is a control (\t \n \v \f \r U+0085 U+2028 U+2029)
+_K_CONTROL: Final = 3  # other grapheme Control / CR / LF
+_K_PREPEND: Final = 4  # grapheme Prepend: glues to what follows
+_K_MARK: Final = 5  # grapheme Extend / SpacingMark / ZWJ: glues to what precedes
+_K_WORDCH: Final = 6  # word ALetter / Hebrew_Letter / Numeric, grapheme Other / LV / LVT
+_K_PUNCT: Final = 7  # policy-rejected punctuation, word class Other, grapheme Other
+_K_MIDPUNCT: Final = 8  # policy-rejected punctuation of another word class, grapheme Other
+_K_START: Final = 9  # word Other, grapheme Other, not InCB consonant: always a boundary before
+_K_OTHER: Final = 10  # anything else (emoji, regional indicators, Katakana, ...): undecided
+
+_P_SPACE: Final = regex.compile(r"\s")
+_P_CONTROL: Final = regex.compile(r"[\p{GCB=Control}\p{GCB=CR}\p{GCB=LF}]")
+_P_PREPEND: Final = regex.compile(r"\p{GCB=Prepend}")
+_P_MARK: Final = regex.compile(r"[\p{GCB=Extend}\p{GCB=SpacingMark}\p{GCB=ZWJ}]")
+_P_SPECIAL: Final = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}]")
+_P_WORDCH: Final = regex.compile(
+    r"[[\p{WB=ALetter}\p{WB=Hebrew_Letter}\p{WB=Numeric}]&&[\p{GCB=Other}\p{GCB=LV}\p{GCB=LVT}]]",
+    regex.V1,
+)
+_P_REJECT: Final = regex.compile(rf"[{_WORD_REJECT}]")
+_P_WB_OTHER: Final = regex.compile(r"\p{WB=Other}")
+_P_GCB_OTHER: Final = regex.compile(r"\p{GCB=Other}")
+_P_INCB_CONSONANT: Final = regex.compile(r"\p{InCB=Consonant}")
+
+_KLASS: dict[str, int] = {}
+
+
+def _classify(c: str) -> int:
+    """The word-scan class of the code point ``c`` (cached)."""
+    if _P_SPACE.match(c):
+        k = _K_SPACE if _P_GCB_OTHER.match(c) else _K_SPACE_CTRL
+    elif _P_CONTROL.match(c):
+        k = _K_CONTROL
+    elif _P_PREPEND.match(c):
+        k = _K_PREPEND
+    elif _P_MARK.match(c):
+        k = _K_MARK
+    elif _P_SPECIAL.match(c):
+        k = _K_OTHER
+    elif _P_WORDCH.match(c):
+        k = _K_WORDCH
+    elif not _P_GCB_OTHER.match(c):
+        k = _K_OTHER
+    elif _P_REJECT.match(c):
+        k = _K_PUNCT if _P_WB_OTHER.match(c) else _K_MIDPUNCT
+    elif _P_WB_OTHER.match(c) and not _P_INCB_CONSONANT.match(c):
+        k = _K_START
+    else:
+        k = _K_OTHER
+    _KLASS[c] = k
+    return k
+
+
+_SIMPLE_LAST: Final = (_K_SPACE, _K_PUNCT, _K_MIDPUNCT, _K_START)
+
+
+def _klass_word_cut(b: str, lo: int) -> int:
+    """Like :func:`_ascii_word_cut` for any text, or -1 when the class scan cannot decide.
+
+    Rules (``c`` is the code point at ``p``, ``before`` the one before; see the class notes):
+
+    * whitespace ``c``: never a policy boundary;
+    * START ``c``: a grapheme and word boundary unless ``before`` is Prepend;
+    * WORDCH ``c``: no word boundary after WORDCH (WB5, WB8-10); a boundary after whitespace,
+      plain punctuation or a START character; undecided otherwise (WB4, WB6/7, WB11/12, GB6);
+    * punctuation ``c``: only after whitespace (a grapheme and word boundary there);
+    * MARK ``c``: no grapheme boundary (GB9/GB9a), unless ``before`` is a control (GB4).
+    """
+    get = _KLASS.get
+    p = len(b) - 1
+    lo = max(lo, 1)
+    if p < lo:
+        return 0
+    ch = b[p]
+    k = get(ch) or _classify(ch)
+    while p >= lo:
+        ch = b[p - 1]
+        kb = get(ch) or _classify(ch)
+        if k == _K_START:
+            if kb == _K_PREPEND:
+                return -1
+            return p
+        if k == _K_WORDCH:
+            if kb != _K_WORDCH:
+                if kb in (_K_SPACE, _K_SPACE_CTRL, _K_PUNCT, _K_START):
+                    return p
+                return -1
+        elif k == _K_PUNCT or k == _K_MIDPUNCT:
+            if kb == _K_SPACE or kb == _K_SPACE_CTRL:
+                return p
+        elif k == _K_MARK:
+            if kb == _K_SPACE_CTRL or kb == _K_CONTROL:
+                return -1
+        elif k != _K_SPACE and k != _K_SPACE_CTRL:
+            return -1
+        k = kb
+        p -= 1
+    return 0
+
+
+def _quick_last(b: str) -> int:
+    """Start of the last grapheme cluster of ``b`` if cheaply certain, else -1."""
+    n = len(b)
+    if b.isascii():
+        return n - 2 if b.endswith("\r\n") else n - 1
+    get = _KLASS.get
+    ch = b[-1]
+    if (get(ch) or _classify(ch)) not in _SIMPLE_LAST:
+        return -1
+    if n == 1:
+        return 0
+    ch = b[-2]
+    return -1 if (get(ch) or _classify(ch)) == _K_PREPEND else n - 1
 
 
 def _is_cjk_single(c: str) -> bool:

@@ -94,20 +94,21 @@ def abort(stream: Any, loop: Any = None) -> None:
     _shutdown(sock)
 
 
-def _shutdown(sock: socket.socket) -> None:
+def _shutdown(sock: Any) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
 
 
-def _socket_of(stream: Any) -> socket.socket | None:
+def _socket_of(stream: Any) -> Any:
+    """The socket under an httpx(2) response (`socket.socket` or asyncio's TransportSocket)."""
     try:
         ns = stream.response.extensions.get("network_stream")
         sock = ns.get_extra_info("socket") if ns is not None else None
     except Exception:
         return None
-    return sock if isinstance(sock, socket.socket) else None
+    return sock if callable(getattr(sock, "shutdown", None)) else None
 
 
 watchdog = Watchdog()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import http
 import json
+import logging
 import os
 import random
 import re
@@ -64,6 +65,8 @@ HeaderValue = Union[str, Sequence[str]]
 
 TokenCounter = Callable[[str], int]
 """A function that counts the tokens of a text."""
+
+_log = logging.getLogger("streamtap.testing")
 
 _POLL = 0.05  # seconds: granularity of every blocking wait, so shutdown is always prompt
 _MAX_HEADER_BYTES = 64 * 1024
@@ -680,6 +683,32 @@ class Reply:
     *i* and event *i + 1*). ``split`` chooses how each event is written to the socket: whole
     (``"event"``), byte by byte (``"byte"``) or in pieces of *N* bytes; every write is flushed
     and, for chunked bodies, is its own HTTP chunk.
+
+    Other fields:
+
+    * ``model``, ``id``, ``created``, ``system_fingerprint``: chunk metadata (defaults: the
+      request's model, ``chatcmpl-<hash of the request number>``, now).
+    * ``n``: number of choices (default: one per ``text`` item, else the request's ``n``);
+      choices are interleaved round-robin, one choice per chunk, as OpenAI does.
+    * ``role_chunk``: start each choice with ``{"role": "assistant", "content": ""}`` (or
+      ``content: null`` before reasoning, refusal or tool calls); False sends no role at all.
+    * ``finish_reason``: default ``"stop"`` (``"tool_calls"`` with tool calls, ``"length"`` when
+      ``max_tokens`` cut the text).
+    * ``reasoning`` / ``reasoning_field``: a reasoning channel streamed before the content in
+      ``reasoning_content`` (DeepSeek) or ``reasoning`` (Ollama, OpenRouter).
+    * ``tool_calls``: ``[{"name": ..., "arguments": str | dict, "id": optional}]`` (or OpenAI's
+      ``{"function": {...}}`` shape), streamed as an id/type/name fragment with
+      ``arguments: ""`` followed by argument pieces.
+    * ``usage``: a usage object to send instead of the computed one; ``include_usage``
+      overrides the request's ``stream_options.include_usage``; ``usage_on_finish`` puts the
+      usage on the last finish chunk (DeepSeek, Mistral) instead of a ``choices: []`` chunk.
+    * ``token_counter``: counts tokens for usage and ``max_tokens`` (default: the server's).
+    * ``length``: model-mode answer length, see :func:`generate_answer`.
+    * ``status``, ``headers``: HTTP status and extra or overriding response headers
+      (``content-type: text/event-stream`` and ``x-request-id: req_<n>`` are sent unless
+      overridden; framing headers are always the server's own).
+    * ``done``: send ``data: [DONE]`` at the end.
+    * ``fault``: a :class:`Fault` to inject.
     """
 
     text: str | Sequence[str] | None = None
@@ -978,6 +1007,14 @@ class _Plan:
 
 
 def _read_request(peer: _Peer, idle_timeout: float) -> _Request | None:
+    """Read one request; None on a clean EOF between requests. Malformed input: _Closed."""
+    try:
+        return _parse_request(peer, idle_timeout)
+    except (ValueError, UnicodeError) as exc:
+        raise _Closed from exc
+
+
+def _parse_request(peer: _Peer, idle_timeout: float) -> _Request | None:
     head = peer.read_until(b"\r\n\r\n", _MAX_HEADER_BYTES, time.monotonic() + idle_timeout)
     if head is None:
         return None
@@ -1087,6 +1124,7 @@ class _Content:
     refusal_pieces: list[str]
     tool_calls: list[_ToolCall]
     usage: dict[str, Any]
+    system_fingerprint: str | None
 
 
 def _usage(
@@ -1232,6 +1270,11 @@ class FakeServer:
         """
         self._stop.set()
         deadline = time.monotonic() + timeout
+        if self._listener is not None:
+            try:  # wakes a blocked accept() at once on Linux; elsewhere the poll bounds it
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._acceptor is not None:
             self._acceptor.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
@@ -1374,6 +1417,7 @@ class FakeServer:
         except _Closed:
             pass
         except Exception as exc:  # pragma: no cover - a bug in this module
+            _log.exception("FakeServer failed while serving connection %d", conn_id)
             with self._lock:
                 self.errors.append(exc)
         finally:
@@ -1613,7 +1657,7 @@ class FakeServer:
         elif reply.text is not None and not isinstance(reply.text, str):
             n = len(reply.text)
         else:
-            n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
+            n = min(requested_n, 128) if isinstance(requested_n, int) and requested_n > 0 else 1
         limit_any = body.get("max_completion_tokens") or body.get("max_tokens")
         limit = limit_any if isinstance(limit_any, int) and limit_any > 0 else None
         no_finish = reply.fault is not None and reply.fault.kind == "no_finish_reason"
@@ -1681,6 +1725,7 @@ class FakeServer:
             refusal_pieces=chunk(reply.refusal or ""),
             tool_calls=tool_calls,
             usage={},
+            system_fingerprint=reply.system_fingerprint,
         )
         content.usage = (
             dict(reply.usage) if reply.usage is not None else _usage(messages, content, counter)
@@ -1735,7 +1780,7 @@ class FakeServer:
             "created": content.created,
             "model": content.model,
             "service_tier": "default",
-            "system_fingerprint": None,
+            "system_fingerprint": content.system_fingerprint,
             "choices": choices,
         }
         if include_usage:
@@ -1860,7 +1905,7 @@ class FakeServer:
             "choices": choices,
             "usage": content.usage,
             "service_tier": "default",
-            "system_fingerprint": reply.system_fingerprint,
+            "system_fingerprint": content.system_fingerprint,
         }
 
     # writing ---------------------------------------------------------------------------
@@ -1993,7 +2038,7 @@ def _apply_body_fault(events: list[bytes], fault: Fault) -> list[bytes]:
         return [*events[:k], b"data: " + (fault.body or b"{") + b"\n\n", *events[k:]]
     if fault.kind == "error_event":
         k = min(fault.after_events or 0, len(events))
-        return [*events[:k], _error_event(fault)]
+        return [*(e for e in events[:k] if not _is_done_event(e)), _error_event(fault)]
     return events
 
 
