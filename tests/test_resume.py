@@ -25,16 +25,24 @@ MODEL = "m"
 FAST = {"backoff_initial": 0.01, "backoff_max": 0.05}
 
 
+def _httpx() -> Any:
+    """The httpx flavour this openai uses (httpx2 for 3.x, httpx before)."""
+    return importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
+
+
 def client_for(server: FakeServer, **opts: Any) -> openai.OpenAI:
-    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    # No keep-alive: any connection still open at the end was leaked, not pooled.
+    http_client = openai.DefaultHttpxClient(limits=_httpx().Limits(max_keepalive_connections=0))
+    client = openai.OpenAI(
+        base_url=server.base_url, api_key="k", max_retries=0, http_client=http_client
+    )
     streamtap.instrument(client, **{**FAST, **opts})
     return client
 
 
 def aclient_for(server: FakeServer, **opts: Any) -> openai.AsyncOpenAI:
     # No keep-alive: any connection still open at the end was leaked, not pooled.
-    httpx_mod = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
-    http_client = openai.DefaultAsyncHttpxClient(limits=httpx_mod.Limits(max_keepalive_connections=0))
+    http_client = openai.DefaultAsyncHttpxClient(limits=_httpx().Limits(max_keepalive_connections=0))
     client = openai.AsyncOpenAI(
         base_url=server.base_url, api_key="k", max_retries=0, http_client=http_client
     )

@@ -182,11 +182,20 @@ def test_explicit_pieces_and_chunk_size(server: FakeServer, client: openai.OpenA
     assert [c.choices[0].delta.content for c in chunks[1:-1]] == ["abcd", "efgh", "ij"]
 
 
-def test_default_chunking_is_deterministic_word_pieces() -> None:
-    """The crude tokenizer keeps every character and the default chunking is 1-3 tokens."""
+def test_default_chunking_is_deterministic_word_pieces(
+    server: FakeServer, client: openai.OpenAI
+) -> None:
+    """Default deltas are 1-3 crude tokens, the same every time; no character is lost."""
     text = "I don't know—naïve café 12345 internationalization 你好世界 e\u0301 👩\u200d💻."
     assert "".join(split_tokens(text)) == text
     assert estimate_tokens("Hello, world!") == 4
+    runs = []
+    for _ in range(2):
+        server.enqueue(Reply(text=text))
+        _, chunks = stream_text(client)
+        runs.append([c.choices[0].delta.content for c in chunks[1:-1]])
+    assert runs[0] == runs[1] and "".join(runs[0]) == text
+    assert all(1 <= len(split_tokens(piece)) <= 3 for piece in runs[0])
 
 
 def test_n2_choices_interleave(server: FakeServer, client: openai.OpenAI) -> None:
@@ -387,20 +396,25 @@ def test_cut_at_byte_mid_utf8_exact_prefix(server: FakeServer) -> None:
 
 @pytest.mark.parametrize("mode", ["close", "rst"])
 def test_cut_raises_in_sdk(server: FakeServer, client: openai.OpenAI, mode: str) -> None:
-    """A cut mid-stream raises in the caller's loop (exception type depends on the SDK)."""
-    text = generate_answer(MSGS, model="m")
-    full = raw_post(server, {"model": "m", "messages": MSGS, "stream": True}).body
-    server.enqueue(Reply.model_mode(fault=Fault.cut(at_byte=len(full) // 2, mode=mode)))
+    """A cut mid-UTF-8 raises in the caller's loop (the type depends on the SDK major)."""
+    text = "Déjà vu: the stream breaks inside 🚀 this emoji, and the rest never arrives."
+    fixed = {"text": text, "id": "chatcmpl-fixed", "created": 1}
+    server.enqueue(Reply(**fixed))
+    full = raw_post(server, stream_body()).body
+    server.enqueue(
+        Reply(**fixed, fault=Fault.cut(at_byte=full.index("🚀".encode()) + 1, mode=mode))
+    )
     received = ""
     with pytest.raises(Exception) as info:
         for chunk in client.chat.completions.create(model="m", messages=MSGS, stream=True):
             received += chunk.choices[0].delta.content or ""
     if OPENAI_MAJOR >= 3:
         assert isinstance(info.value, openai.APIConnectionError)
+    elif mode == "close":
+        assert type(info.value).__name__ == "RemoteProtocolError"
     else:
-        assert type(info.value).__module__.startswith("httpx")
-    assert text.startswith(received)
-    assert len(received) < len(text)
+        assert type(info.value).__name__ == "ReadError"
+    assert text.startswith(received) and "🚀" not in received
 
 
 def test_cut_after_events(server: FakeServer, client: openai.OpenAI) -> None:
