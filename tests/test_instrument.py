@@ -632,3 +632,25 @@ def test_azure_client(server: FakeServer, events: Any) -> None:
         texts(list(client.chat.completions.create(model="dep", messages=MSG, stream=True))) == TEXT
     )
     assert events.one()["gen_ai.provider.name"] == "azure.ai.openai"
+
+
+async def test_async_hold_bound_holds_when_next_chunk_is_late(server: FakeServer, events: Any) -> None:
+    """Async: held text is released by a timer when the next chunk is late."""
+    client = aclient_for(server)
+    streamtap.instrument(client, hold_max_seconds=0.1)
+    pieces = ["The", " quick", " brown", " fox", " jumps."]
+    server.enqueue(Reply(pieces=pieces, delay=[0.0, 0.0, 0.0, 0.0, 1.2, 0.0, 0.0]))
+    stream = await client.chat.completions.create(model="m", messages=MSG, stream=True)
+    t0 = time.monotonic()
+    got: list[tuple[float, str]] = []
+    async for chunk in stream:
+        text = chunk.choices[0].delta.content if chunk.choices else None
+        if text:
+            got.append((time.monotonic() - t0, text))
+    assert "".join(t for _, t in got) == "".join(pieces)
+    # " fox" arrives at once and is held (the word may go on); the next chunk comes 1.2 s
+    # later, but the bound releases the held text long before that, all but its last
+    # grapheme (the next code point could still extend it).
+    before_gap = "".join(t for at, t in got if at < 0.8)
+    assert before_gap == "The quick brown fo", got
+    assert events.one()["streamtap.outcome"] == "ok"

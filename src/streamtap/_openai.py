@@ -146,8 +146,12 @@ def usage_dict(usage: Any) -> dict[str, int]:
     return out
 
 
-def flush_chunks(state: StreamState, last_chunk: Any) -> list[Any]:
-    """Synthetic chunks carrying all held text, one per choice index (end of stream/error)."""
+def flush_chunks(state: StreamState, last_chunk: Any, now: float | None = None) -> list[Any]:
+    """Synthetic chunks carrying held text, one per choice index.
+
+    All of it at the end of a stream or on an error (`now` None); what the hold bound says is
+    due by `now` when an async stream's next chunk is late.
+    """
     held = state.held_lanes()
     if not held or last_chunk is None:
         return []
@@ -157,10 +161,14 @@ def flush_chunks(state: StreamState, last_chunk: Any) -> list[Any]:
     chunks = []
     for index in sorted(by_index):
         delta = _delta_type()()
+        released = False
         for lane in by_index[index]:
-            out = state.release(lane)
+            out = state.release(lane, now)
             if out:
                 _append_text(delta, lane, out)
+                released = True
+        if not released:
+            continue
         choice = _choice_type()(index=index, delta=delta, finish_reason=None, logprobs=None)
         chunk = last_chunk.model_copy(update={"choices": [choice], "usage": None})
         chunks.append(chunk)

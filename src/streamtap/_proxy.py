@@ -227,18 +227,29 @@ async def _async_chunks(run: Run) -> AsyncIterator[Any]:
     process = process_chunk
     clock = _clock
     run.started = True
+    buffered = state.resolved.policy is not None
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Task[Any] | None = None  # a read still running past a hold deadline
     try:
         while True:
             try:
                 if watched:
                     run.wait_start = clock()
-                    try:
-                        chunk = await src.__anext__()
-                    finally:
-                        run.wait_start = None
-                    run.got_chunk = True
+                if pending is not None or (buffered and state.deadline() is not None):
+                    # Text is held: read in a task so the hold bound can fire meanwhile.
+                    if pending is None:
+                        pending = loop.create_task(_anext(src))
+                    if not await _wait(loop, pending, state.deadline(), clock):
+                        for c in _flush(run, clock()):
+                            yield c
+                        continue
+                    task, pending = pending, None
+                    chunk = task.result()
                 else:
                     chunk = await src.__anext__()
+                if watched:
+                    run.wait_start = None
+                    run.got_chunk = True
             except StopAsyncIteration:
                 if run.resumable_end():
                     exc: Exception = IncompleteStream()
@@ -297,12 +308,49 @@ async def _async_chunks(run: Run) -> AsyncIterator[Any]:
         if not state.finished:
             run.finish("cancelled", "cancelled", err)
         raise
+    finally:
+        run.wait_start = None
+        if pending is not None and not pending.done():
+            pending.cancel()
 
 
-def _flush(run: Run) -> list[Any]:
-    """Chunks carrying whatever the word buffer still holds (end of stream or error)."""
+async def _anext(src: Any) -> Any:
+    return await src.__anext__()
+
+
+async def _wait(
+    loop: asyncio.AbstractEventLoop,
+    task: asyncio.Task[Any],
+    deadline: float | None,
+    clock: Callable[[], float],
+) -> bool:
+    """Wait for `task` until `deadline` (perf_counter time); True if it finished."""
+    if task.done():
+        return True
+    waiter = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(max(0.0, deadline - clock()), wake) if deadline is not None else None
     try:
-        return flush_chunks(run.state, run.last_chunk)
+        await waiter
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
+
+
+def _flush(run: Run, now: float | None = None) -> list[Any]:
+    """Chunks carrying what the word buffer holds: all of it, or what is due by `now`."""
+    try:
+        return flush_chunks(run.state, run.last_chunk, now)
     except Exception as exc:
         internal_error("flushing held text", exc)
         return []
