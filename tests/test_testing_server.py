@@ -398,7 +398,7 @@ def test_cut_at_byte_mid_utf8_exact_prefix(server: FakeServer) -> None:
 def test_cut_raises_in_sdk(server: FakeServer, client: openai.OpenAI, mode: str) -> None:
     """A cut mid-UTF-8 raises in the caller's loop (the type depends on the SDK major)."""
     text = "Déjà vu: the stream breaks inside 🚀 this emoji, and the rest never arrives."
-    fixed = {"text": text, "id": "chatcmpl-fixed", "created": 1}
+    fixed = {"text": text, "id": "chatcmpl-fixed", "created": 1, "model": "m"}
     server.enqueue(Reply(**fixed))
     full = raw_post(server, stream_body()).body
     server.enqueue(
@@ -613,7 +613,7 @@ def test_http_errors(
 def test_sdk_retries_through_scripted_errors(server: FakeServer) -> None:
     """With SDK retries on, a 503 then a good stream yields the good stream (2 requests)."""
     sdk = openai.OpenAI(base_url=server.base_url, api_key="t", max_retries=2)
-    server.enqueue(Fault.http_error(503, retry_after=0), Reply(text="fine"))
+    server.enqueue(Fault.http_error(503, headers={"retry-after-ms": "10"}), Reply(text="fine"))
     texts, _ = stream_text(sdk)
     assert texts == {0: "fine"}
     assert len(server.requests) == 2

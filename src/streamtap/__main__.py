@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +82,21 @@ class _Tee(logging.Handler):
 
         self.setFormatter(EventFormatter(json=True))
         self._file = path.open("a", encoding="utf-8")
+        self.pending: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         line = self.format(record)
         self._file.write(line + "\n")
         self._file.flush()
         if record.getMessage() == "streamtap.stream.summary":
-            _print_event(line)
+            self.pending.append(line)  # shown after the answer it describes
         elif record.levelno >= logging.WARNING:
             print(f"   [{record.levelname.lower()}] {record.getMessage()}")
+
+    def show(self) -> None:
+        for line in self.pending:
+            _print_event(line)
+        self.pending.clear()
 
     def close(self) -> None:
         self._file.close()
@@ -133,9 +138,10 @@ def _demo(args: argparse.Namespace) -> int:
                 args.model or "gpt-4o-mini",
                 args.prompt or "In three sentences, why do streamed answers need buffering?",
                 "your endpoint",
+                tee,
             )
         else:
-            _offline_demo(args)
+            _offline_demo(args, tee)
     finally:
         log.removeHandler(tee)
         tee.close()
@@ -144,46 +150,56 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask(client: Any, model: str, prompt: str, where: str, **extra: Any) -> None:
+def _ask(client: Any, model: str, prompt: str, where: str, tee: _Tee, **extra: Any) -> None:
     print(f"\n-- {prompt}  ({where})")
     print("   ", end="")
-    stream = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": prompt}], stream=True, **extra
-    )
-    pieces = 0
-    for chunk in stream:
-        if not chunk.choices:
-            continue
-        text = chunk.choices[0].delta.content
-        if text:
-            pieces += 1
-            print(text, end="", flush=True)
-    print()
+    try:
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], stream=True, **extra
+        )
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            text = chunk.choices[0].delta.content
+            if text:
+                print(text.replace("\n", "\n   "), end="", flush=True)
+        print()
+    except Exception as exc:  # the demo shows a failure instead of a traceback
+        print(f"\n   -> the caller's loop got {type(exc).__name__}: {exc}")
+    tee.show()
 
 
-def _offline_demo(args: argparse.Namespace) -> None:
+def _offline_demo(args: argparse.Namespace, tee: _Tee) -> None:
     import openai
 
     import streamtap
-    from streamtap.testing import Fault, FakeServer, Reply
+    from streamtap import _tokens
+    from streamtap.testing import FakeServer, Fault, Reply
 
-    delay = 0.0 if args.fast else 0.02
-    with FakeServer() as server:
+    model = args.model or "gpt-4o-mini"
+    factory = _tokens.counter_factory(model)
+
+    def count(text: str) -> int:  # the server bills with the model's own tokenizer
+        counter = factory.new()
+        return counter.feed(text) + counter.finish()
+
+    delay = 0.0 if args.fast else 0.03
+    with FakeServer(token_counter=count, answer_length=70) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="demo-key", max_retries=0)
         streamtap.instrument(client)
-        model = args.model or "gpt-4o-mini"
         print(f"streamtap demo: embedded server at {server.base_url} (no network, no API key)")
 
         server.enqueue(
             Reply(
-                text="Streaming word by word: the caller never sees half a word, "
-                "even when the server splits them into odd pieces. 👩‍👩‍👧 Emoji stay whole.",
+                text="Streaming word by word: the caller never sees half a word, even when "
+                "the server splits the text into odd three-character pieces. Emoji stay "
+                "whole too: 👩‍👩‍👧 🇫🇷 👍🏽.",
                 chunk_size=3,
                 delay=delay,
                 model=model,
             )
         )
-        _ask(client, model, "Explain word buffering", "server sends 3-character pieces")
+        _ask(client, model, "Explain word buffering", "server sends 3-character pieces", tee)
 
         server.enqueue(
             Reply(
@@ -193,20 +209,33 @@ def _offline_demo(args: argparse.Namespace) -> None:
                 model=model,
             )
         )
-        _ask(client, model, "And Chinese and Japanese?", "no spaces to wait for")
+        _ask(client, model, "And Chinese and Japanese?", "no spaces to wait for", tee)
 
         server.enqueue(
-            Reply(
-                text="This answer is cut off by the server half-way through a word, and "
-                "streamtap records what the caller saw before the break.",
-                chunk_size=4,
-                delay=delay,
-                model=model,
-                fault=Fault.cut(at_byte=900),
+            Reply.model_mode(delay=delay, model=model, fault=Fault.cut(after_events=25))
+        )
+        _ask(
+            client,
+            model,
+            "What happens if the connection drops?",
+            "the server cuts the connection after 25 chunks; streamtap resumes",
+            tee,
+        )
+
+        server.enqueue(
+            Reply.model_mode(
+                delay=delay, model=model, fault=Fault.stall(after_events=15, seconds=30)
             )
         )
-        try:
-            _ask(client, model, "What if the connection drops?", "connection cut mid-stream")
-        except Exception as exc:  # the demo shows the failure instead of a traceback
-            print(f"   -> the caller's loop got {type(exc).__name__}")
-        time.sleep(0.05)
+        with streamtap.options(idle_timeout=1.0):
+            _ask(
+                client,
+                model,
+                "And if the server just goes quiet?",
+                "the server stalls after 15 chunks; idle_timeout=1s",
+                tee,
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -159,6 +159,24 @@ class Resolved:
         self._counters: dict[str | None, _tokens.CounterFactory] = {}
         self._lock = threading.Lock()
 
+    def preload(self) -> None:
+        """Load the likely tokenizer in the background, off the first request's path."""
+        o = self.options
+        if not o.count_tokens or o.token_counter is not None:
+            return
+        key = (o.encoding, o.tiktoken_dir)
+        with _preload_lock:
+            if key in _preloaded:
+                return
+            _preloaded.add(key)
+        threading.Thread(
+            target=_tokens.counter_factory,
+            args=("gpt-4o",),
+            kwargs={"encoding": o.encoding, "tiktoken_dir": o.tiktoken_dir},
+            name="streamtap-tokenizer-preload",
+            daemon=True,
+        ).start()
+
     def counter_factory(self, model: str | None) -> _tokens.CounterFactory:
         factory = self._counters.get(model)
         if factory is None:
@@ -176,6 +194,9 @@ class Resolved:
                         self._counters[model] = factory
         return factory
 
+
+_preloaded: set[tuple[str | None, str | None]] = set()
+_preload_lock = threading.Lock()
 
 # Per-request overrides (a dict of option changes), set by `streamtap.options(...)`.
 _overrides: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(

@@ -64,6 +64,7 @@ def instrument(client: Any = None, **options: Any) -> Any:
             f"openai.AzureOpenAI or openai.AsyncAzureOpenAI client, got {type(client).__name__}"
         )
     resolved = Resolved(_options.make_options(None, **options))
+    resolved.preload()
     with _lock:
         _patch_sdk()
         if client is None:

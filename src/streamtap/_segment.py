@@ -162,7 +162,12 @@ _A_DIGIT: Final = _ascii_chars(r"\p{WB=Numeric}")
 _A_JOIN: Final = _ascii_chars(r"[\p{WB=ALetter}\p{WB=Numeric}\p{WB=ExtendNumLet}]")
 _A_MID_LETTER: Final = _ascii_chars(r"[\p{WB=MidLetter}\p{WB=MidNumLet}\p{WB=Single_Quote}]")
 _A_MID_NUM: Final = _ascii_chars(r"[\p{WB=MidNum}\p{WB=MidNumLet}\p{WB=Single_Quote}]")
-_A_SENT_TRIGGER: Final = _ascii_chars(_SENT_TRIGGER.pattern)
+# The regex module tailors UAX #29 for elision (French/Italian "l'avion", "dell'anno"): no
+# boundary between an apostrophe and a vowel.  Ask it which ASCII letters that covers.
+_A_APOS_VOWEL: Final = "".join(
+    c for c in _A_LETTER if 1 not in {m.start() for m in regex.finditer(r"\b", "'" + c, regex.WORD)}
+)
+_A_SENT_TRIGGER: Final = re.compile(f"[{re.escape(_ascii_chars(_SENT_TRIGGER.pattern))}]")
 _A_SENT_TAIL: Final = _ascii_chars(_SENT_TAIL.pattern)
 
 # Below U+0590 (Latin, Greek, Cyrillic, Armenian) every str.isalpha() character is UAX #29
@@ -199,10 +204,12 @@ def _ascii_word_cut(b: str, lo: int) -> int:
             if c in _A_JOIN:
                 if before not in _A_JOIN:
                     if p < 2:
-                        return p
+                        return 0 if before == "'" and c in _A_APOS_VOWEL else p
                     prev = b[p - 2]
                     if c in _A_LETTER:
-                        if before not in _A_MID_LETTER or prev not in _A_LETTER:  # WB6/7
+                        if (before != "'" or c not in _A_APOS_VOWEL) and (
+                            before not in _A_MID_LETTER or prev not in _A_LETTER  # WB6/7
+                        ):
                             return p
                     elif c in _A_DIGIT:
                         if before not in _A_MID_NUM or prev not in _A_DIGIT:  # WB11/12
@@ -284,7 +291,9 @@ def _klass_word_cut(b: str, lo: int) -> int:
     Rules (``c`` is the code point at ``p``, ``before`` the one before; see the class notes):
 
     * whitespace ``c``: never a policy boundary;
-    * START ``c``: a grapheme and word boundary unless ``before`` is Prepend;
+    * START ``c``: a grapheme and word boundary after whitespace, controls, WORDCH,
+      punctuation, START and marks carried by one of those; undecided after Prepend (GB9b)
+      and OTHER;
     * WORDCH ``c``: no word boundary after WORDCH (WB5, WB8-10); a boundary after whitespace,
       plain punctuation or a START character; undecided otherwise (WB4, WB6/7, WB11/12, GB6);
     * punctuation ``c``: only after whitespace (a grapheme and word boundary there);
@@ -301,7 +310,21 @@ def _klass_word_cut(b: str, lo: int) -> int:
         ch = b[p - 1]
         kb = get(ch) or _classify(ch)
         if k == _K_START:
-            if kb == _K_PREPEND:
+            if kb == _K_MARK:
+                # The marks belong to the cluster before (GB9); the regex module keeps marks
+                # at the start of the text with what follows them (WB4 at sot), so defer
+                # unless a base character carries them.
+                j = p - 2
+                while j >= 0 and (get(b[j]) or _classify(b[j])) == _K_MARK:
+                    j -= 1
+                if j < 0:
+                    return -1
+                kb = get(b[j]) or _classify(b[j])
+                if kb == _K_CONTROL or kb == _K_SPACE_CTRL:
+                    return -1
+            if kb == _K_PREPEND or kb == _K_OTHER:
+                # Prepend glues (GB9b); after emoji, regional indicators etc. the regex
+                # module has its own views (no boundary after an unpaired indicator).
                 return -1
             return p
         if k == _K_WORDCH:
@@ -608,51 +631,75 @@ class Segmenter:
         kind = self._kind
         if kind == _WORD:
             if text[-1] in _CLOSED:
-                return self._emit_all(held + text if nh else text, nh, now)
+                # Ends in a mandatory break: everything goes (no copy if nothing was held).
+                if nh:
+                    self._record(now - self._t0)
+                    self._reset()
+                    return held + text
+                self.hold_count += 1
+                return text
             i = text.rfind(" ")
             rest = text[i + 1 :] if i >= 0 else text
             if rest and _joins(rest):
                 if i >= 0:
-                    # "... <letters>": the last boundary is after that space.
+                    # "... <letters>": the rightmost boundary is after that space.
                     if len(rest) <= self._max_chars and self._hold_s > 0:
-                        return self._emit_fast(held + text[: i + 1], rest, nh, now)
-                    return self._commit(held + text, nh, nh + i + 1, nh + len(text) - 1, now)
+                        out = held + text[: i + 1] if nh else text[: i + 1]
+                        if nh:
+                            w = now - self._t0
+                            if w > self.hold_max:
+                                self.hold_max = w
+                            self.hold_sum += w
+                            if self._marks:
+                                self._marks = []
+                        self.hold_count += 1
+                        self._held = rest
+                        self._t0 = now
+                        self._g = len(rest) - 1
+                        return out
+                    b = held + text if nh else text
+                    return self._commit(b, nh, nh + i + 1, len(b) - 1, now)
                 if nh == 0:
-                    b = text
-                    p = 0
-                    last = len(text) - 1
-                else:
-                    before = held[-1]
-                    if before in _A_SPACE:
-                        # Whitespace then a letter: a boundary, and the only candidate.
-                        if len(text) <= self._max_chars and self._hold_s > 0:
-                            return self._emit_fast(held, text, nh, now)
-                        p = nh
-                    elif before in _A_JOIN or (before.isalpha() and before < _SIMPLE_ALPHA_END):
-                        p = 0  # the word goes on ("instrument" + "ation")
-                    else:
-                        p = -1  # after punctuation etc.: let the general path decide
-                    b = held + text
-                    last = len(b) - 1
-                if p >= 0:
-                    return self._commit(b, nh, p, last, now)
+                    return self._commit(text, 0, 0, len(text) - 1, now)
+                before = held[-1]
+                if before in _A_SPACE:
+                    # Whitespace, then letters: a boundary, and the only candidate.
+                    return self._commit(held + text, nh, nh, nh + len(text) - 1, now)
+                if before in _A_JOIN or (before.isalpha() and before < _SIMPLE_ALPHA_END):
+                    # The word goes on ("instrument" + "ation").
+                    return self._commit(held + text, nh, 0, nh + len(text) - 1, now)
             elif len(text) == 1 and nh and _is_cjk_single(text):
                 before = held[-1]
-                if before < "\u0600" or _is_cjk_single(before):
-                    # Every Han / Hiragana character is a word boundary before it; only a
-                    # Prepend character (>= U+0600) could glue it to the previous cluster.
-                    if self._hold_s > 0:
-                        return self._emit_fast(held, text, nh, now)
+                if before.isascii() or _is_cjk_single(before):
+                    # Every Han / Hiragana character has a grapheme and a word boundary
+                    # before it after these (nothing to glue them: no Prepend, no mark).
                     return self._commit(held + text, nh, nh, nh, now)
             b = held + text if nh else text
             if b.isascii():
                 return self._commit(b, nh, _ascii_word_cut(b, nh), len(b) - 1, now)
+            p = _klass_word_cut(b, nh)
+            if p >= 0:
+                return self._commit(b, nh, p, _quick_last(b), now)
             m = _FIND_WORD.match(b, self._g)
             return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
         b = held + text if nh else text
         if kind == _SENTENCE:
             if b[-1] in _CLOSED:
-                return self._emit_all(b, nh, now)
+                return self._commit(b, nh, len(b), -1, now)
+            if text.isascii():
+                quiet = _A_SENT_TRIGGER.search(text) is None
+            else:
+                quiet = _SENT_TRIGGER.search(text) is None
+            if quiet and nh:
+                before = held[-1]
+                quiet = (
+                    before not in _A_SENT_TAIL
+                    if before.isascii()
+                    else _SENT_TAIL.match(before) is None
+                )
+            if quiet:
+                # No terminator in the new text, none pending at the end of the held text.
+                return self._commit(b, nh, 0, _quick_last(b), now)
             m = _FIND_SENTENCE.match(b, self._g)
             return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
         if kind == _LINE:
@@ -677,7 +724,7 @@ class Segmenter:
         ``hold_max_seconds`` or more.
         """
         held = self._held
-        if not held or now - self._t0 < self._hold_s:
+        if not held or now < self._t0 + self._hold_s:
             return ""
         return self._commit(held, len(held), 0, -1, now)
 
@@ -713,26 +760,6 @@ class Segmenter:
         self.hold_sum += wait
         self.hold_count += 1
 
-    def _emit_all(self, b: str, nh: int, now: float) -> str:
-        """``b`` ends in a mandatory break: release it whole."""
-        self._record(now - self._t0 if nh else 0.0)
-        if nh:
-            self._reset()
-        return b
-
-    def _emit_fast(self, out: str, rest: str, nh: int, now: float) -> str:
-        """Emit ``out`` and hold ``rest``: all old held text goes, ``rest`` arrived ``now`` and
-        is within the size bound, and its last character is its only possible cluster start
-        that matters (each character of ``rest`` is a cluster of its own)."""
-        if out:
-            self._record(now - self._t0 if nh else 0.0)
-        self._held = rest
-        self._t0 = now
-        self._g = len(rest) - 1
-        if self._marks:
-            self._marks = []
-        return out
-
     def _arrival(self, p: int) -> float:
         """Arrival time of ``held[p]`` for ``p < len(held)``."""
         t = self._t0
@@ -752,7 +779,7 @@ class Segmenter:
         n = len(b)
         if bound and p < n:
             t = now if p >= nh else self._arrival(p)
-            if n - p > self._max_chars or now - t >= self._hold_s:
+            if n - p > self._max_chars or now >= t + self._hold_s:
                 if last < 0:
                     last = _last_start(b, self._g)
                 q = n if b[-1] in _CLOSED else last
