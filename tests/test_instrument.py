@@ -634,7 +634,9 @@ def test_azure_client(server: FakeServer, events: Any) -> None:
     assert events.one()["gen_ai.provider.name"] == "azure.ai.openai"
 
 
-async def test_async_hold_bound_holds_when_next_chunk_is_late(server: FakeServer, events: Any) -> None:
+async def test_async_hold_bound_holds_when_next_chunk_is_late(
+    server: FakeServer, events: Any
+) -> None:
     """Async: held text is released by a timer when the next chunk is late."""
     client = aclient_for(server)
     streamtap.instrument(client, hold_max_seconds=0.1)

@@ -42,7 +42,9 @@ def client_for(server: FakeServer, **opts: Any) -> openai.OpenAI:
 
 def aclient_for(server: FakeServer, **opts: Any) -> openai.AsyncOpenAI:
     # No keep-alive: any connection still open at the end was leaked, not pooled.
-    http_client = openai.DefaultAsyncHttpxClient(limits=_httpx().Limits(max_keepalive_connections=0))
+    http_client = openai.DefaultAsyncHttpxClient(
+        limits=_httpx().Limits(max_keepalive_connections=0)
+    )
     client = openai.AsyncOpenAI(
         base_url=server.base_url, api_key="k", max_retries=0, http_client=http_client
     )
@@ -102,7 +104,11 @@ def test_cut_at_every_chunk_position(opts: dict[str, Any], strategy: str, events
         assert sum(e["streamtap.retries"] for e in events.summaries) >= n - 2
         assert no_open_connections(server)
         if strategy == "prefill":
-            flagged = [r.json for r in server.requests if r.json.get("messages", [])[-1]["role"] == "assistant"]
+            flagged = [
+                r.json
+                for r in server.requests
+                if r.json.get("messages", [])[-1]["role"] == "assistant"
+            ]
             assert flagged, "prefill requests were sent"
             if opts["prefill"] == "vllm":
                 assert all(b["continue_final_message"] is True for b in flagged)
@@ -183,7 +189,11 @@ def test_retryable_in_band_errors_are_resumed(style: str, events: Any) -> None:
                 length=40,
                 fault=Fault.error_event(
                     after_events=5,
-                    error={"message": "The server is overloaded", "type": "server_error", "code": 503},
+                    error={
+                        "message": "The server is overloaded",
+                        "type": "server_error",
+                        "code": 503,
+                    },
                     status_in_body=503,
                     style=style,
                 ),
@@ -201,7 +211,9 @@ def test_non_retryable_in_band_error_surfaces_unchanged(events: Any) -> None:
     with FakeServer(answer_length=40) as server:
         client = client_for(server)
         error = {"message": "Token limit reached", "type": "invalid_request_error", "code": 400}
-        server.enqueue(Reply.model_mode(length=40, fault=Fault.error_event(after_events=4, error=error)))
+        server.enqueue(
+            Reply.model_mode(length=40, fault=Fault.error_event(after_events=4, error=error))
+        )
         got = []
         with pytest.raises(openai.APIError) as info:
             for chunk in client.chat.completions.create(model=MODEL, messages=MSG, stream=True):
@@ -217,8 +229,14 @@ def test_content_filter_error_is_not_resumed(events: Any) -> None:
     """Content filtering is never retried."""
     with FakeServer(answer_length=40) as server:
         client = client_for(server)
-        error = {"message": "blocked by the content filter", "type": "content_filter", "code": "content_filter"}
-        server.enqueue(Reply.model_mode(length=40, fault=Fault.error_event(after_events=4, error=error)))
+        error = {
+            "message": "blocked by the content filter",
+            "type": "content_filter",
+            "code": "content_filter",
+        }
+        server.enqueue(
+            Reply.model_mode(length=40, fault=Fault.error_event(after_events=4, error=error))
+        )
         with pytest.raises(openai.APIError):
             collect(client)
         assert len(server.requests) == 1
@@ -231,8 +249,13 @@ def test_clean_end_without_finish_reason_is_resumed(events: Any) -> None:
         full = generate_answer(MSG, model=MODEL, length=40)
         head = full[: len(full) // 2]
         chunks = [
-            {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": MODEL,
-             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            {
+                "id": "chatcmpl-x",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": MODEL,
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+            }
             for piece in (head[:10], head[10:])
         ]
         server.enqueue(Reply(chunks=chunks, done=False))
@@ -284,7 +307,9 @@ def test_tool_call_stream_is_never_spliced(events: Any) -> None:
         client = client_for(server)
         server.enqueue(
             Reply(
-                tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}],
+                tool_calls=[
+                    {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}
+                ],
                 fault=Fault.cut(after_events=4),
             )
         )
@@ -313,7 +338,7 @@ def test_diverging_replay_falls_back_to_continuation(events: Any) -> None:
         assert cont[-2]["role"] == "assistant" and cont[-1]["role"] == "user"
         delivered = cont[-2]["content"]
         assert text.startswith(delivered)
-        rest = text[len(delivered):]
+        rest = text[len(delivered) :]
         # No duplicated overlap: the continuation does not start by repeating the tail.
         assert not (len(rest) >= 12 and delivered.endswith(rest[:12]))
         assert first.json["messages"] == MSG

@@ -32,11 +32,15 @@ def main(argv: list[str] | None = None) -> int:
         "(no API key, no network). With --base-url, against a real endpoint "
         "(OPENAI_API_KEY from the environment).",
     )
-    demo.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
+    demo.add_argument(
+        "--base-url", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1"
+    )
     demo.add_argument("--model", default=None, help="model name (default: gpt-4o-mini)")
     demo.add_argument("--prompt", default=None, help="the question to ask")
     demo.add_argument(
-        "--events", default=DEMO_EVENTS, help=f"where to write the JSON events (default {DEMO_EVENTS})"
+        "--events",
+        default=DEMO_EVENTS,
+        help=f"where to write the JSON events (default {DEMO_EVENTS})",
     )
     demo.add_argument("--fast", action="store_true", help="no pacing between chunks")
     sub.add_parser("report", help="summarise streamtap JSON log files (see `streamtap report -h`)")
@@ -211,9 +215,7 @@ def _offline_demo(args: argparse.Namespace, tee: _Tee) -> None:
         )
         _ask(client, model, "And Chinese and Japanese?", "no spaces to wait for", tee)
 
-        server.enqueue(
-            Reply.model_mode(delay=delay, model=model, fault=Fault.cut(after_events=25))
-        )
+        server.enqueue(Reply.model_mode(delay=delay, model=model, fault=Fault.cut(after_events=25)))
         _ask(
             client,
             model,

@@ -44,7 +44,7 @@ class ErrorObject(Exception):
         self.body = body
 
 
-_classes: dict[tuple[type, type], type] = {}
+_classes: dict[tuple[type, type], type[StreamInterrupted]] = {}
 _lock = threading.Lock()
 
 
@@ -62,18 +62,22 @@ def interrupted(
         family = openai.APIError
     orig_type = type(original)
     key = (family, orig_type)
-    cls = _classes.get(key)
+    cls: type[StreamInterrupted] | None = _classes.get(key)
     if cls is None:
         with _lock:
             bases: tuple[type, ...] = (StreamInterrupted, family)
             if not issubclass(family, orig_type) and orig_type not in (Diverged, IncompleteStream):
-                bases = (StreamInterrupted, orig_type, family) if not issubclass(
-                    orig_type, family
-                ) else (StreamInterrupted, orig_type)
+                bases = (
+                    (StreamInterrupted, orig_type, family)
+                    if not issubclass(orig_type, family)
+                    else (StreamInterrupted, orig_type)
+                )
             try:
                 cls = type(f"StreamInterrupted_{orig_type.__name__}", bases, {})
             except TypeError:  # incompatible layouts: the openai family still catches it
-                cls = type(f"StreamInterrupted_{orig_type.__name__}", (StreamInterrupted, family), {})
+                cls = type(
+                    f"StreamInterrupted_{orig_type.__name__}", (StreamInterrupted, family), {}
+                )
             cls.__module__ = "streamtap"
             _classes[key] = cls
     exc: StreamInterrupted = cls.__new__(cls)

@@ -125,8 +125,7 @@ def _validate(o: Options) -> None:
         isinstance(o.logger, logging.Logger) or callable(getattr(o.logger, "info", None))
     ):
         raise TypeError(
-            "streamtap: logger must be a logging.Logger or a structlog logger, "
-            f"got {o.logger!r}"
+            f"streamtap: logger must be a logging.Logger or a structlog logger, got {o.logger!r}"
         )
     if isinstance(o.max_attempts, bool) or not isinstance(o.max_attempts, int):
         raise TypeError(f"streamtap: max_attempts must be an int, got {o.max_attempts!r}")

@@ -207,7 +207,9 @@ class _Call:
             return AsyncStreamProxy(result, run)
         if _is_raw_response(result):
             response_meta(self.state, getattr(result, "http_response", None))
-            return ResponseProxy(result, lambda parsed: self.adopt(parsed, create, args), self.state)
+            return ResponseProxy(
+                result, lambda parsed: self.adopt(parsed, create, args), self.state
+            )
         # A plain (non-streamed) completion: log it with its latency and usage.
         state = self.state
         try:
@@ -228,7 +230,7 @@ def _cancelled() -> type[BaseException]:
 
 def _is_raw_response(result: Any) -> bool:
     from openai._legacy_response import LegacyAPIResponse
-    from openai._response import AsyncAPIResponse, APIResponse
+    from openai._response import APIResponse, AsyncAPIResponse
 
     return isinstance(result, (LegacyAPIResponse, APIResponse, AsyncAPIResponse))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -24,12 +24,20 @@ import wrapt
 from . import _log
 from ._errors import internal_error
 from ._exceptions import ErrorObject, IncompleteStream
-from ._openai import DELIVER, SKIP, error_meta, error_object, flush_chunks, process_chunk, response_meta
+from ._openai import (
+    DELIVER,
+    SKIP,
+    error_meta,
+    error_object,
+    flush_chunks,
+    process_chunk,
+    response_meta,
+)
 from ._state import StreamState
 from ._watchdog import watchdog
 
 if TYPE_CHECKING:
-    from ._resume import Resumer
+    from ._recover import Resumer
 
 _clock = time.perf_counter
 
@@ -111,7 +119,10 @@ class Run:
             self.resumer is not None
             and not state.finish_reasons
             and state.usage is None
-            and any(ln.chars or (ln.seg is not None and ln.seg.held_chars) for ln in state.lanes.values())
+            and any(
+                ln.chars or (ln.seg is not None and ln.seg.held_chars)
+                for ln in state.lanes.values()
+            )
         )
 
     def end_of_iteration(self) -> str:
@@ -136,7 +147,7 @@ def _source(stream: Any) -> Any:
     return it if it is not None else iter(stream)
 
 
-def _sync_chunks(run: Run) -> Iterator[Any]:
+def _sync_chunks(run: Run) -> Generator[Any, None, None]:
     state = run.state
     src = _source(run.stream)
     hide = run.hide_usage
@@ -215,7 +226,7 @@ def _sync_chunks(run: Run) -> Iterator[Any]:
         raise
 
 
-async def _async_chunks(run: Run) -> AsyncIterator[Any]:
+async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
     state = run.state
     src = _source(run.stream)
     hide = run.hide_usage
@@ -370,13 +381,13 @@ async def _aclose_quietly(stream: Any) -> None:
         pass
 
 
-class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Stands in for `openai.Stream[ChatCompletionChunk]`."""
 
     def __init__(self, stream: Any, run: Run) -> None:
         super().__init__(stream)
         self._self_run = run
-        self._self_gen: Iterator[Any] | None = None
+        self._self_gen: Generator[Any, None, None] | None = None
 
     def _self_chunks(self) -> Iterator[Any]:
         gen = self._self_gen
@@ -413,13 +424,13 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         raise TypeError("streamtap stream proxies cannot be pickled")
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Stands in for `openai.AsyncStream[ChatCompletionChunk]`."""
 
     def __init__(self, stream: Any, run: Run) -> None:
         super().__init__(stream)
         self._self_run = run
-        self._self_gen: AsyncIterator[Any] | None = None
+        self._self_gen: AsyncGenerator[Any, None] | None = None
 
     def _self_chunks(self) -> AsyncIterator[Any]:
         gen = self._self_gen
@@ -447,7 +458,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         gen = self._self_gen
         if gen is not None and not run.state.finished:
             run.closing = how
-            await gen.aclose()  # type: ignore[attr-defined]
+            await gen.aclose()
         if not run.state.finished:
             run.finish("cancelled", how)
         await run.stream.close()
@@ -465,7 +476,7 @@ def run_of(obj: Any) -> Run | None:
     return None
 
 
-class ResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class ResponseProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Stands in for the raw response of `with_raw_response` / `with_streaming_response`.
 
     `.parse()` returns a stream proxy (the same one every time, as the SDK caches its parse).

@@ -243,7 +243,12 @@ def _has_payload(chunk: Any, role_counts: bool) -> bool:
         if delta is None:
             continue
         dd = delta.__dict__
-        if dd.get("content") or dd.get("refusal") or dd.get("tool_calls") or dd.get("function_call"):
+        if (
+            dd.get("content")
+            or dd.get("refusal")
+            or dd.get("tool_calls")
+            or dd.get("function_call")
+        ):
             return True
         if role_counts and dd.get("role"):
             return True
@@ -309,7 +314,9 @@ class Resumer:
 
     # -- deciding ---------------------------------------------------------------------------
 
-    def _next(self, run: Run, failure: Failure, exc: BaseException) -> tuple[str, float, dict[str, Any]] | None:
+    def _next(
+        self, run: Run, failure: Failure, exc: BaseException
+    ) -> tuple[str, float, dict[str, Any]] | None:
         """Record the failed attempt and plan the next one (None: give up, surface `exc`)."""
         state = run.state
         if self.stamp is None:
@@ -321,13 +328,13 @@ class Resumer:
         if not _resume.retryable(failure):
             return None
         lanes = [ln for ln in state.lanes.values() if ln.chars or ln.seg is not None]
-        single = all(k == 0 for k, ln in state.lanes.items() if ln.chars) and len(
-            {ln.index for ln in lanes}
-        ) <= 1
+        single = (
+            all(k == 0 for k, ln in state.lanes.items() if ln.chars)
+            and len({ln.index for ln in lanes}) <= 1
+        )
         strategy = _resume.choose(
             configured=self.options.resume_strategy,
-            prefill_supported=self.prefill_style is not None
-            and self.endpoint not in _no_prefill,
+            prefill_supported=self.prefill_style is not None and self.endpoint not in _no_prefill,
             single_text_lane=single,
             tool_call_started=run.state.tool_calls_seen,
             replay_diverged=self.diverged,
@@ -361,7 +368,9 @@ class Resumer:
         if state.attempts and "cause" not in state.attempts[-1]:
             state.attempts[-1].update(entry)
         else:
-            state.attempts.append({"attempt": len(state.attempts) + 1, "strategy": "initial", **entry})
+            state.attempts.append(
+                {"attempt": len(state.attempts) + 1, "strategy": "initial", **entry}
+            )
 
     def _request(self, run: Run, strategy: str) -> dict[str, Any]:
         kwargs = dict(self.call.kwargs)
@@ -402,11 +411,12 @@ class Resumer:
 
     def _exhausted(self, run: Run, exc: BaseException, why: str) -> BaseException:
         state = run.state
-        delivered: str | dict[str, str] = {
+        texts = {
             f"{ln.index}": _joined(ln.captured) for k, ln in state.lanes.items() if k % 4 == CONTENT
         }
-        if list(delivered) in ([], ["0"]):
-            delivered = delivered.get("0", "")
+        delivered: str | dict[str, str] = (
+            texts.get("0", "") if list(texts) in ([], ["0"]) else texts
+        )
         if state.attempts:
             state.attempts[-1].setdefault("outcome", "failed")
         err = interrupted(
@@ -569,4 +579,3 @@ def _prefill_style(client: Any, configured: str | None) -> str | None:
     if any(host == h or host.endswith("." + h) for h in _PREFIX_HOSTS):
         return "prefix"
     return None
-

@@ -139,7 +139,9 @@ def choose(
     return "continuation" if single_text_lane else None
 
 
-def trim_overlap(delivered: str, continuation: str, *, min_overlap: int = 8, window: int = 400) -> int:
+def trim_overlap(
+    delivered: str, continuation: str, *, min_overlap: int = 8, window: int = 400
+) -> int:
     """How many leading characters of `continuation` repeat the end of `delivered`.
 
     The longest k (>= min_overlap, <= window) with delivered.endswith(continuation[:k]); 0 when

@@ -71,6 +71,7 @@ class StreamState:
     """Everything streamtap tracks about one request, from call to end."""
 
     __slots__ = (
+        "_counter_factory",
         "attempts",
         "chunk_count",
         "chunk_tokens",
@@ -83,19 +84,18 @@ class StreamState:
         "last_chunk_tokens",
         "outcome",
         "request",
+        "request_id",
         "resolved",
         "response_id",
         "response_model",
+        "resume_strategy",
         "retries",
         "status_code",
-        "request_id",
-        "resume_strategy",
         "timing",
         "tokens_total",
         "tool_calls_seen",
         "usage",
         "usage_prior",
-        "_counter_factory",
     )
 
     def __init__(
@@ -246,7 +246,9 @@ class StreamState:
 
     # -- end --------------------------------------------------------------------------------
 
-    def finish(self, outcome: str, end: str, now: float, error: BaseException | None = None) -> bool:
+    def finish(
+        self, outcome: str, end: str, now: float, error: BaseException | None = None
+    ) -> bool:
         """Record the end; returns False if the end was already recorded (exactly once)."""
         if self.finished:
             return False

@@ -58,14 +58,14 @@ class GapStats:
             if seen >= rank:
                 if i == 0:
                     return min(_MIN, self.max)
-                return min(_MIN * _RATIO ** (i + 0.5), self.max)
+                return min(_MIN * float(_RATIO ** (i + 0.5)), self.max)
         return self.max  # pragma: no cover - ranks never exceed count
 
 
 class Timing:
     """Marks on one request's timeline, all in `perf_counter()` seconds."""
 
-    __slots__ = ("first_chunk", "first_token", "gaps", "last_chunk", "start", "end")
+    __slots__ = ("end", "first_chunk", "first_token", "gaps", "last_chunk", "start")
 
     def __init__(self, start: float) -> None:
         self.start = start

@@ -751,6 +751,15 @@ def _load_encoding(name: str, tiktoken_dir: str | os.PathLike[str] | None) -> An
         enc = _encodings.get(name)
         if enc is not None:
             return enc
+        known = _known_encodings()
+        if name not in known:
+            _warn_once(
+                ("encoding", name),
+                "streamtap: unknown encoding %r (known: %s); token counts are estimates",
+                name,
+                ", ".join(known),
+            )
+            return None
         sources: list[tuple[str, str, Callable[[], Any]]] = []
         if tiktoken_dir is not None:
             option_dir = os.fspath(tiktoken_dir)
@@ -799,6 +808,14 @@ def _load_encoding(name: str, tiktoken_dir: str | os.PathLike[str] | None) -> An
         ENV_DOWNLOAD,
     )
     return None
+
+
+def _known_encodings() -> list[str]:
+    """The encodings tiktoken's OpenAI plugin can construct (imported lazily)."""
+    import importlib
+
+    public = importlib.import_module("tiktoken_ext.openai_public")
+    return sorted(public.ENCODING_CONSTRUCTORS)
 
 
 def _tiktoken_cache_dir() -> str:
