@@ -42,10 +42,7 @@ def graphemes_ok(pieces: list[str]) -> bool:
 def stream_pieces(client: openai.OpenAI, index: int = 0, **kw: Any) -> tuple[list[str], list[Any]]:
     chunks = list(client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True, **kw))
     pieces = [
-        c.delta.content
-        for ch in chunks
-        for c in ch.choices
-        if c.index == index and c.delta.content
+        c.delta.content for ch in chunks for c in ch.choices if c.index == index and c.delta.content
     ]
     return pieces, chunks
 
@@ -83,7 +80,9 @@ def test_n2_choices_are_buffered_apart(events: Any) -> None:
         streamtap.instrument(client, hold_max_seconds=10)  # boundaries, not the clock
         server.enqueue(Reply(text=texts, n=2, chunk_size=3))
         p0, chunks = stream_pieces(client, 0, n=2)
-        p1 = [c.delta.content for ch in chunks for c in ch.choices if c.index == 1 and c.delta.content]
+        p1 = [
+            c.delta.content for ch in chunks for c in ch.choices if c.index == 1 and c.delta.content
+        ]
     assert "".join(p0) == texts[0]
     assert "".join(p1) == texts[1]
     assert all(p[-1] in " ,.:!" for p in p0[:-1]) and all(p[-1] in " ,.:!" for p in p1[:-1])
@@ -102,9 +101,7 @@ def test_text_is_flushed_before_a_tool_call(events: Any) -> None:
                 tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}],
             )
         )
-        chunks = list(
-            client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
-        )
+        chunks = list(client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True))
     seen_text = ""
     args = ""
     for ch in chunks:

@@ -87,6 +87,12 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
                 state.timing.first_token = now
             state.tool_calls_seen = True
             flush = True  # text before a tool call is delivered before it
+    logprobs = cd.get("logprobs")
+    if logprobs is not None:
+        # The server's own tokens, one logprobs entry each: an exact count per chunk.
+        entries = logprobs.__dict__.get("content")
+        if entries:
+            state.exact_tokens += len(entries)
     reason = cd.get("finish_reason")
     if reason:
         state.finish_reasons[index] = reason

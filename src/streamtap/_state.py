@@ -77,6 +77,7 @@ class StreamState:
         "chunk_tokens",
         "end",
         "error_type",
+        "exact_tokens",
         "finish_reasons",
         "finished",
         "input_messages",
@@ -117,6 +118,7 @@ class StreamState:
         self.usage: dict[str, int] | None = None
         self.usage_prior: dict[str, int] | None = None  # summed usage of cut-off attempts
         self.tool_calls_seen = False
+        self.exact_tokens = 0  # tokens the server itself reported per chunk (logprobs)
         self.response_id: str | None = None
         self.response_model: str | None = None
         self.status_code: int | None = None
@@ -281,9 +283,9 @@ class StreamState:
             time_to_first_chunk=None if t.first_chunk is None else t.first_chunk - t.start,
             time_to_first_token=None if t.first_token is None else t.first_token - t.start,
             elapsed=(t.end if t.end is not None else now) - t.start,
-            tokens=self.tokens_total,
+            tokens=self.exact_tokens or self.tokens_total,
             last_chunk_tokens=self.last_chunk_tokens,
-            token_source=factory.source if factory else None,
+            token_source="exact" if self.exact_tokens else (factory.source if factory else None),
             held_chars=held,
             retries=self.retries,
             outcome=self.outcome,
@@ -331,23 +333,27 @@ class StreamState:
         elif counted is not None:
             ev["gen_ai.usage.output_tokens"] = counted
             ev["streamtap.usage.source"] = "streamtap"
-        if counted is not None:
+        if self.exact_tokens:
+            counted = self.exact_tokens
+            ev["streamtap.tokens.counted"] = counted
+            ev["streamtap.tokens.source"] = "exact"
+            ev["streamtap.tokens.encoding"] = "logprobs"
+        elif counted is not None:
             factory = self._counter_factory
             assert factory is not None
             ev["streamtap.tokens.counted"] = counted
             ev["streamtap.tokens.source"] = factory.source
             ev["streamtap.tokens.encoding"] = factory.encoding
+        if counted is not None:
             if completion is not None:
                 ev["streamtap.tokens.diff"] = counted - (completion - reasoning)
 
         output_tokens = completion if completion is not None else counted
-        t = self.timing
         decode = ev.get("streamtap.decode_duration")
         if output_tokens and decode:
             ev["streamtap.output_tokens_per_second"] = output_tokens / decode
             if output_tokens > 1:
                 ev["streamtap.time_per_output_token"] = decode / (output_tokens - 1)
-        del t
 
         ev["streamtap.buffering.mode"] = self.resolved.mode
         hold_max = 0.0
