@@ -17,7 +17,8 @@ MSG = [{"role": "user", "content": "hi"}]
 ANSWERS = {
     "english": "Streaming APIs send text in pieces; a word can be split anywhere, even "
     "inside 'don't' or a hyphenated-word. Numbers like 3.14159 and 1,000,000 too!",
-    "cjk": "流式输出不会卡住：每个汉字都是一个边界。日本語のテキストも、カタカナもひらがなも大丈夫です。한국어도 됩니다.",
+    "cjk": "流式输出不会卡住：每个汉字都是一个边界。"
+    "日本語のテキストも、カタカナもひらがなも大丈夫です。한국어도 됩니다.",
     "thai": "ภาษาไทยไม่มีการเว้นวรรคระหว่างคำ แต่ต้องไม่ค้างอยู่ในบัฟเฟอร์นานเกินไป",
     "emoji": "Family: 👨‍👩‍👧‍👦, flags 🇫🇷🇯🇵🇺🇸, skin tones 👍🏽👋🏿, rainbow 🏳️‍🌈, café, "
     "e\u0301, Hangul jamo \u1100\u1161\u11a8, CRLF\r\nend.",

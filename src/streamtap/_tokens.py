@@ -468,13 +468,8 @@ class _SegmentCounter:
                 return 0
             k = len(text) - 1 - pos  # first index of the new pending tail, in text
             parts = self._parts
-            if parts:
-                parts.append(text[:k])
-                done = "".join(parts)
-            else:
-                done = text[:k]
-            self._parts = [text[k:]]
-            n = self._count(done)
+            n = self._count("".join(parts) + text[:k] if parts else text[:k])
+            self._parts = [text[k:]]  # only once counted: _degrade relies on it
             self._total += n
             return n
         except Exception as exc:
@@ -503,7 +498,7 @@ class _SegmentCounter:
         except Exception as exc:
             if _RAISE_INTERNAL_ERRORS:
                 raise
-            _warn_once(("internal", self.encoding), _INTERNAL_MSG, exc, self.encoding)
+            _warn_once(("internal", "counter"), _INTERNAL_MSG, exc, self.encoding)
             return total
 
     def finish(self) -> int:
@@ -528,7 +523,7 @@ class _SegmentCounter:
         """Internal failure: one log line, then the estimate for this text and what follows."""
         if _RAISE_INTERNAL_ERRORS:
             raise exc
-        _warn_once(("internal", self.encoding), _INTERNAL_MSG, exc, self.encoding)
+        _warn_once(("internal", "counter"), _INTERNAL_MSG, exc, self.encoding)
         try:
             pending = "".join(self._parts) + (text if isinstance(text, str) else "")
             self._parts = []
