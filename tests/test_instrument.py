@@ -322,6 +322,17 @@ def test_with_raw_response(server: FakeServer, events: Any) -> None:
     assert events.one()["streamtap.outcome"] == "ok"
 
 
+def test_raw_response_wrapper_made_before_instrument(server: FakeServer, events: Any) -> None:
+    """A with_raw_response accessed before instrument() is still covered afterwards."""
+    client = client_for(server)
+    assert client.chat.completions.with_raw_response is not None  # cached by the SDK
+    streamtap.instrument(client)
+    server.enqueue(Reply(text=TEXT, chunk_size=4))
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=MSG, stream=True)
+    assert texts(list(raw.parse())) == TEXT
+    assert events.one()["streamtap.outcome"] == "ok"
+
+
 def test_with_streaming_response(server: FakeServer, events: Any) -> None:
     """with_streaming_response: the context manager and parse() work and are logged."""
     client = client_for(server)

@@ -72,7 +72,22 @@ def instrument(client: Any = None, **options: Any) -> Any:
                 _global = resolved
         elif client not in _clients:
             _clients[client] = resolved
+            _forget_bound_wrappers(client)
     return client
+
+
+def _forget_bound_wrappers(client: Any) -> None:
+    """Drop `with_raw_response` / `with_streaming_response` the SDK cached before we patched.
+
+    They hold the `create` method as it was when first accessed, so ones made before
+    `instrument()` would bypass it; the SDK remakes them on next access.
+    """
+    try:
+        resource = client.chat.completions
+        for name in ("with_raw_response", "with_streaming_response"):
+            resource.__dict__.pop(name, None)
+    except Exception as exc:
+        internal_error("refreshing cached SDK wrappers", exc)
 
 
 def uninstrument(client: Any = None) -> None:
