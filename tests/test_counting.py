@@ -202,3 +202,17 @@ def test_groq_usage_and_usage_on_every_chunk(events: Any) -> None:
     g, e = events.summaries
     assert (g["gen_ai.usage.input_tokens"], g["gen_ai.usage.output_tokens"]) == (7, 2)
     assert (e["gen_ai.usage.input_tokens"], e["gen_ai.usage.output_tokens"]) == (5, 3)
+
+
+def test_deployment_name_resolves_through_the_served_model(events: Any) -> None:
+    """An Azure-style deployment name is counted with the tokenizer of the model served."""
+    text = ANSWERS["english"]
+    with FakeServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        streamtap.instrument(client)
+        server.enqueue(Reply(text=text, chunk_size=3, model="gpt-4o-2024-08-06"))
+        list(client.chat.completions.create(model="my-deployment", messages=MSG, stream=True))
+    ev = events.one()
+    assert ev["streamtap.tokens.source"] == "tokenizer"
+    assert ev["streamtap.tokens.encoding"] == "o200k_base"
+    assert ev["streamtap.tokens.counted"] == exact_count("o200k_base", text)

@@ -35,7 +35,10 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
         rid = d.get("id")
         if rid:
             state.response_id = rid
-            state.response_model = d.get("model") or None
+            model = d.get("model") or None
+            state.response_model = model
+            if model:
+                state.adopt_response_model(model)
     choices = d.get("choices")
     if choices:
         for choice in choices:

@@ -138,6 +138,18 @@ class StreamState:
             else None
         )
 
+    def adopt_response_model(self, model: str) -> None:
+        """Count with the served model's tokenizer when the requested name was not a model.
+
+        Azure deployment names and proxies' aliases say nothing about the tokenizer; the
+        model the server reports does. Only before any text was counted.
+        """
+        factory = self._counter_factory
+        if factory is not None and factory.source == "estimate" and not self.lanes:
+            better = self.resolved.counter_factory(model)
+            if better.source != "estimate":
+                self._counter_factory = better
+
     # -- per chunk --------------------------------------------------------------------------
 
     def lane(self, index: int, channel: int, field: str) -> Lane:
