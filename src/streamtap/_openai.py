@@ -271,8 +271,9 @@ def record_completion(state: StreamState, completion: Any) -> None:
             if isinstance(text, str) and text:
                 lane = state.lane(index, CONTENT, "content")
                 if lane.counter is not None:
-                    lane.tokens += lane.counter.feed(text)
-                    state.tokens_total += lane.tokens
+                    n = lane.counter.feed(text)
+                    lane.tokens += n
+                    state.tokens_total += n
                 lane.chars += len(text)
                 if lane.captured is not None:
                     lane.captured.append(text)

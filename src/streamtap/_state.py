@@ -55,7 +55,7 @@ class StreamStats:
     time_to_first_token: float | None
     elapsed: float
     tokens: int
-    """Text tokens counted so far (finalized tokens; the pending tail is added at the end)."""
+    """Tokens of the text delivered so far (exact: the pending tail is counted too)."""
     last_chunk_tokens: int
     """Tokens the most recent chunk finalized."""
     token_source: str | None
@@ -295,7 +295,7 @@ class StreamState:
             time_to_first_chunk=None if t.first_chunk is None else t.first_chunk - t.start,
             time_to_first_token=None if t.first_token is None else t.first_token - t.start,
             elapsed=(t.end if t.end is not None else now) - t.start,
-            tokens=self.exact_tokens or self.tokens_total,
+            tokens=self.exact_tokens or self._tokens_so_far(),
             last_chunk_tokens=self.last_chunk_tokens,
             token_source="exact" if self.exact_tokens else (factory.source if factory else None),
             held_chars=held,
@@ -303,6 +303,10 @@ class StreamState:
             outcome=self.outcome,
             usage=dict(self.usage) if self.usage else None,
         )
+
+    def _tokens_so_far(self) -> int:
+        """Exact count of the text delivered so far, pending tail included (no side effects)."""
+        return sum(ln.counter.peek() for ln in self.lanes.values() if ln.counter is not None)
 
     def summary(self) -> dict[str, Any]:
         """The canonical event (docs/events.md). Call once, after `finish`."""
