@@ -73,3 +73,42 @@ def _clean_instrumentation() -> Iterator[None]:
     streamtap.uninstrument()
     yield
     streamtap.uninstrument()
+
+
+# ---- conformance summary (tests/test_conformance.py) ----------------------------------------
+# Appended block, independent of everything above. At the end of a run that included
+# test_recorded_stream it prints one line, e.g. "conformance: 72/75 recorded streams pass".
+# `specname` keeps this from clashing with another pytest_terminal_summary in this file.
+
+
+@pytest.hookimpl(specname="pytest_terminal_summary")
+def pytest_terminal_summary_conformance(terminalreporter: Any) -> None:
+    """Recorded streams whose sync and async conformance tests all passed."""
+    marker = "test_conformance.py::test_recorded_stream["
+    outcomes: dict[str, set[str]] = {}
+    for category, reports in terminalreporter.stats.items():
+        if category in ("", "warnings"):
+            continue
+        for report in reports:
+            nodeid = getattr(report, "nodeid", "")
+            if marker not in nodeid:
+                continue
+            param = nodeid.split(marker, 1)[1].rstrip("]")
+            stream = param.rsplit("-", 1)[0]
+            outcomes.setdefault(stream, set()).add(category)
+    if not outcomes or set(outcomes) == {"no"}:
+        return
+    import openai
+
+    passing = sorted(s for s, seen in outcomes.items() if seen == {"passed"})
+    xfail = sorted(s for s, seen in outcomes.items() if seen & {"xfailed"})
+    failing = sorted(s for s in outcomes if s not in passing and s not in xfail)
+    line = (
+        f"conformance: {len(passing)}/{len(outcomes)} recorded streams pass "
+        f"(sync and async, openai {openai.__version__})"
+    )
+    if xfail:
+        line += f"; xfail (streamtap bugs): {', '.join(xfail)}"
+    if failing:
+        line += f"; FAILING: {', '.join(failing)}"
+    terminalreporter.write_line(line, bold=True)

@@ -243,6 +243,7 @@ def drive(
 # ---------------------------------------------------------------------------------------------
 # Strategies.
 
+# fmt: off
 ATOMS = [
     " ", "  ", "\n", "\n\n", "\r\n", "\r", "\t", "Hello", "world", "the", " the", " quick",
     ",", ".", "!", "?", "?!", "'", '"', "don", "'t", "3", "14", "2,048", "e.g", "U.S.", "Mr",
@@ -254,17 +255,17 @@ ATOMS = [
     "e", "\u0301", "\ufe0f", "\u20e3", "1️⃣", "ℹ", "©", "\U0001f600",
     "\u0600", "\u0d4e", "क", "्", "ष", "\u093f", "\u05d0", "\u05f4",
     "\u00a0", "\u3000", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\u00ad", "\u200b",
-    "Привет", " мир", "café", "naïve",
+    "Привет", " мир", "café", "naïve", "\u058a", "\u202f", "\uff65", "\u2044", "\u2018",
+    "l'avion", "dell'anno", "\u00ad=",
     "def f(x):\n    return x[0]\n", "https://example.com/a?b=c&d=e#f", "aGVsbG8gd29ybGQ=",
 ]
+# fmt: on
 
 texts = st.lists(
     st.one_of(st.sampled_from(ATOMS), st.text(max_size=4)), min_size=0, max_size=24
 ).map("".join)
 delays = st.sampled_from([0.0, 0.001, 0.01, 0.05, 0.1, 0.149, 0.15, 0.151, 0.3])
-modes = st.sampled_from(
-    ["word", "sentence", "line", CUSTOM_RE, CUSTOM_REGEX, upto_last_comma]
-)
+modes = st.sampled_from(["word", "sentence", "line", CUSTOM_RE, CUSTOM_REGEX, upto_last_comma])
 hold_seconds = st.sampled_from([0.0, 0.05, 0.15, math.inf])
 hold_chars = st.sampled_from([1, 2, 5, 16, 256])
 
@@ -280,10 +281,7 @@ def steps_for(draw: st.DrawFn, text: str) -> list[tuple[str, float, float | None
     for c in [*cuts, len(text)]:
         pieces.append(text[last:c])
         last = c
-    return [
-        (piece, draw(delays), draw(st.one_of(st.none(), delays)))
-        for piece in pieces
-    ]
+    return [(piece, draw(delays), draw(st.one_of(st.none(), delays))) for piece in pieces]
 
 
 @st.composite
@@ -342,6 +340,9 @@ def test_unbounded_emission_points_are_final(
 @given(b=texts, lo=st.integers(0, 40))
 @example(b="x.y", lo=0)
 @example(b="\n\u0301a", lo=0)
+@example(b="\u0301\u00ab", lo=0)
+@example(b="\U0001f1eb\u00ab", lo=0)
+@example(b="\u00ad=", lo=0)
 def test_class_scan_agrees_with_regex_path(b: str, lo: int) -> None:
     """The per-character class scan (non-ASCII fast path) either defers (-1) or returns
     exactly what the regex path returns: the rightmost word boundary at or after ``lo``."""
@@ -353,6 +354,33 @@ def test_class_scan_agrees_with_regex_path(b: str, lo: int) -> None:
     assert got in (-1, expected)
     quick = seg_mod._quick_last(b)
     assert quick in (-1, m.end())
+
+
+# Two code points from each combination of grapheme, word and pictographic properties the
+# class scan distinguishes (found by grouping all code points up to U+2FFFF by property), plus
+# common characters.
+REPRESENTATIVES = [chr(cp) for cp in [
+    0x8, 0x16, 0x9, 0xA, 0x2028, 0x2029, 0xD, 0x2004, 0x2009, 0xFD1, 0x2037, 0x22, 0x3DC6,
+    0x23B49, 0x27, 0x2C, 0xFE54, 0xFE52, 0xFF0E, 0x1C41, 0x1E4F7, 0xB7, 0x55F, 0x501, 0x10D51,
+    0x5F, 0xFF3F, 0xA0, 0x2007, 0x1F4B1, 0x1FFF5, 0xFFFA, 0x1BCA1, 0x33B, 0xAA2C, 0x55B, 0x55E,
+    0xFB43, 0xFB4B, 0x603, 0x605, 0x66B, 0x111C3, 0x11A87, 0x1C2A, 0x11362, 0x92B, 0x10A30,
+    0xB4D, 0x11A47, 0xE33, 0xEB3, 0x101E, 0xA9ED, 0x106B, 0xAA7D, 0x115C, 0xA97C, 0x11A0,
+    0xD7C3, 0xD7DF, 0xD7F4, 0x1CF5, 0x11A3A, 0x200D, 0x2018, 0x202F, 0x3030, 0x303D, 0x2044,
+    0x24C2, 0x1F171, 0x332A, 0x3330, 0x30A0, 0xC074, 0xCAA0, 0xB1BD, 0xC4DF, 0x1F1F4, 0x1F1FB,
+    0x58A, 0xAD, 0x200B, 0xFF65, 0x3009, 0x301, 0xFE0F, 0x1F3FD, 0x1F468, 0x1100, 0x1161,
+    0x11A8, 0xAC00, 0x4E00, 0x3002, 0x3041, 0x30AB, 0xE01, 0xE31, 0x5D0, 0xD4E, 0x915, 0x94D,
+]] + list("aZ1_ \t\n\r'\".,:;()!?-/")  # fmt: skip
+
+
+def test_class_scan_agrees_with_regex_path_on_representatives() -> None:
+    """On every pair of representative characters, and on every triple of a subset, the class
+    scan defers or agrees with the regex path."""
+    triple_reps = REPRESENTATIVES[::3]
+    pairs = (a + b for a in REPRESENTATIVES for b in REPRESENTATIVES)
+    triples = (a + b + c for a in triple_reps for b in triple_reps for c in triple_reps)
+    for s in [*pairs, *triples]:
+        expected = max(seg_mod._FIND_WORD.match(s, 0).end(1), 0)
+        assert seg_mod._klass_word_cut(s, 0) in (-1, expected), [hex(ord(c)) for c in s]
 
 
 @PROPERTY
@@ -590,13 +618,24 @@ def test_regional_indicators_pair_up_from_the_start() -> None:
     assert [o for o in outs if o] == ["🇫🇷", "🇯🇵", "🇩🇪"]
 
 
+@pytest.mark.parametrize("mode", ["word", "sentence", "line", CUSTOM_REGEX, upto_last_comma])
+def test_lone_surrogates_pass_through(mode: object) -> None:
+    """Lone surrogates (JSON can carry them: ``"\\ud83d"``) do not break segmentation."""
+    text = "a \ud83d b\ude00 \ud83d\ude00 c"
+    for hold_s in (math.inf, 0.0):
+        outs = feed(mode, list(text), hold_s=hold_s)
+        assert "".join(outs) == text
+
+
 def test_sentence_mode() -> None:
     """Sentence mode releases after terminator + closers + spaces, after newlines, and
     directly after CJK full stops; not inside ``e.g. this``, ``3.14`` or ``Wait... what``."""
+    # fmt: off
     pieces = [
         "He said \u201cHi.\u201d", " Then", " left", "! ", "E.g", ". this", " is 3", ".14",
         " long", ". Wait", "...", " what", "?\n", "Next", "。", "次", "\n",
     ]
+    # fmt: on
     outs = feed("sentence", pieces)
     assert [o for o in outs if o] == [
         "He said \u201cHi.\u201d ",
@@ -651,6 +690,12 @@ def test_custom_callable_errors_keep_the_text() -> None:
     with pytest.raises(TypeError, match="must return an int, got str"):
         seg.push("abc", 0.0)
     assert seg.flush() == "abc"
+
+    policy = make_policy(lambda s: True)
+    assert policy is not None
+    seg = Segmenter(policy)
+    with pytest.raises(TypeError, match="must return an int, got bool"):
+        seg.push("abc", 0.0)
 
     def boom(s: str) -> int:
         raise RuntimeError("boom")

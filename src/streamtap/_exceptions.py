@@ -34,6 +34,9 @@ class Diverged(Exception):
 class IncompleteStream(Exception):
     """The server ended the stream cleanly but without a finish_reason."""
 
+    def __init__(self) -> None:
+        super().__init__("the server ended the stream without a finish_reason")
+
 
 class ErrorObject(Exception):
     """An `{"object": "error"}` chunk (vLLM style), which the SDK yields as if it were a chunk."""

@@ -35,10 +35,12 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
         rid = d.get("id")
         if rid:
             state.response_id = rid
-            model = d.get("model") or None
+    if state.response_model is None:
+        # Apart from the id: some servers send `id: ""` on every chunk but a real model.
+        model = d.get("model")
+        if model:
             state.response_model = model
-            if model:
-                state.adopt_response_model(model)
+            state.adopt_response_model(model)
     choices = d.get("choices")
     if choices:
         for choice in choices:
@@ -59,6 +61,8 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
 def _process_choice(state: StreamState, choice: Any, now: float) -> None:
     cd = choice.__dict__
     index = cd.get("index") or 0
+    if index not in state.choice_indexes:
+        state.choice_indexes.add(index)
     delta = cd.get("delta")
     flush = False
     if delta is not None:

@@ -23,7 +23,7 @@ import wrapt
 
 from . import _log
 from ._errors import internal_error
-from ._exceptions import ErrorObject, IncompleteStream
+from ._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
 from ._openai import (
     DELIVER,
     SKIP,
@@ -33,7 +33,7 @@ from ._openai import (
     process_chunk,
     response_meta,
 )
-from ._state import StreamState
+from ._state import StreamState, delivered_text
 from ._watchdog import watchdog
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class Run:
         "__weakref__",
         "closing",
         "debug",
+        "error_object_seen",
         "first_chunk_timeout",
         "got_chunk",
         "hide_usage",
@@ -75,6 +76,7 @@ class Run:
         self.started = False
         self.closing: str | None = None  # "close" / "exit" while the proxy closes the generator
         self.debug = _log.debug_enabled(state)
+        self.error_object_seen = False  # an unresumed error object: the end is not a cut
         # Stall watching (see _watchdog): only with a resumer to act on a stall.
         o = state.resolved.options
         self.idle_timeout = o.idle_timeout if resumer is not None else None
@@ -117,6 +119,7 @@ class Run:
         state = self.state
         return (
             self.resumer is not None
+            and not self.error_object_seen
             and not state.finish_reasons
             and state.usage is None
             and any(
@@ -206,10 +209,13 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                         run.stream = replacement
                         src = _source(replacement)
                         continue
+            yield from _flush(run)
             if isinstance(final, ErrorObject):
+                run.error_object_seen = True
                 yield final.chunk  # not resumed: the caller gets it as the SDK gave it
                 continue
-            yield from _flush(run)
+            if isinstance(final, StreamInterrupted):
+                final.delivered = delivered_text(state)  # now with the flushed tail
             if isinstance(final, IncompleteStream):
                 break
             run.finish("error", "exception", final)
@@ -299,11 +305,14 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                         run.stream = replacement
                         src = _source(replacement)
                         continue
-            if isinstance(final, ErrorObject):
-                yield final.chunk
-                continue
             for c in _flush(run):
                 yield c
+            if isinstance(final, ErrorObject):
+                run.error_object_seen = True
+                yield final.chunk
+                continue
+            if isinstance(final, StreamInterrupted):
+                final.delivered = delivered_text(state)
             if isinstance(final, IncompleteStream):
                 break
             run.finish("error", "exception", final)

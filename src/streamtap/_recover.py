@@ -21,7 +21,7 @@ import tenacity
 from . import _resume
 from ._exceptions import Diverged, ErrorObject, IncompleteStream, interrupted
 from ._resume import Budget, Failure
-from ._state import CONTENT, REASONING, REFUSAL, StreamState
+from ._state import CONTENT, REASONING, REFUSAL, StreamState, delivered_text
 
 if TYPE_CHECKING:
     from ._patch import _Call
@@ -102,14 +102,16 @@ def describe(exc: BaseException, stalled: bool) -> Failure | None:
 class Splice:
     """Makes the chunks of a resumed attempt continue the answer the caller has."""
 
-    __slots__ = ("held", "overlap_done", "pos", "prefix", "stamp", "strategy")
+    __slots__ = ("held", "overlap_done", "pos", "prefix", "stamp", "state", "strategy")
 
     def __init__(
         self,
         strategy: str,
         stamp: tuple[Any, Any, Any],
         prefix: dict[int, str],
+        state: StreamState,
     ) -> None:
+        self.state = state  # chunks dropped here still count as received
         self.strategy = strategy
         self.stamp = stamp  # first attempt's (id, created, model)
         self.prefix = prefix  # replay: delivered text per lane key; continuation: {0: text}
@@ -127,10 +129,15 @@ class Splice:
         if model:
             d["model"] = model
         if self.strategy == "replay" and self.prefix:
-            return self._skip(chunk)
-        if not self.overlap_done:
-            return self._trim(chunk)
-        return [chunk] if _has_payload(chunk, role_counts=False) else []
+            out = self._skip(chunk)
+        elif not self.overlap_done:
+            out = self._trim(chunk)
+        else:
+            out = [chunk] if _has_payload(chunk, role_counts=False) else []
+        if not out:
+            self.state.chunk_count += 1
+            self.state.timing.chunk(_clock())
+        return out
 
     def _skip(self, chunk: Any) -> list[Any]:
         """Replay: drop what the caller has, after checking it is the same text."""
@@ -407,16 +414,11 @@ class Resumer:
             prefix = {0: _lane_text(state, 0)}
         else:
             prefix = {}
-        return Splice(strategy, self.stamp, prefix)
+        return Splice(strategy, self.stamp, prefix, state)
 
     def _exhausted(self, run: Run, exc: BaseException, why: str) -> BaseException:
         state = run.state
-        texts = {
-            f"{ln.index}": _joined(ln.captured) for k, ln in state.lanes.items() if k % 4 == CONTENT
-        }
-        delivered: str | dict[str, str] = (
-            texts.get("0", "") if list(texts) in ([], ["0"]) else texts
-        )
+        delivered = delivered_text(state)
         if state.attempts:
             state.attempts[-1].setdefault("outcome", "failed")
         err = interrupted(

@@ -26,16 +26,20 @@ The promises, for every input and every way of splitting it into deltas:
 Policies:
 
 ``word`` (default)
-    UAX #29 word boundaries (the ``regex`` module's ``WORD`` flag), restricted to those where
-    a piece ends *after* its trailing whitespace and punctuation: a boundary is used if the
-    code point after it is not whitespace and either follows whitespace or is not closing /
-    terminal punctuation (``Pd Pe Pf Po`` and the UAX #29 ``Mid*`` / quote classes).  So the
-    caller sees ``"Hello, "`` + ``"world"``, never ``"Hello"`` + ``", "``.  Han ideographs and
-    Hiragana are word class *Other*, so every one is a boundary; a Katakana run is one word
-    (short; the hold bound covers long ones).  Thai, Lao, Khmer and Myanmar letters
-    (``Line_Break=SA``) are also class *Other* in UAX #29 (it defers them to a dictionary),
-    so without a dictionary the boundaries inside such runs are the grapheme cluster
-    boundaries: they never stall, at the price of splitting inside words.  ICU is not used.
+    UAX #29 word boundaries as the ``regex`` module computes them (``WORD`` flag), restricted
+    to those where a piece ends *after* its trailing whitespace and punctuation: a boundary is
+    used if the code point after it is not whitespace and either follows whitespace or is not
+    closing / terminal punctuation (``Pd Pe Pf Po`` and the UAX #29 ``Mid*`` / quote
+    classes).  So the caller sees ``"Hello, "`` + ``"world"``, never ``"Hello"`` + ``", "``.
+    Han ideographs and Hiragana are word class *Other*, so every one is a boundary; a
+    Katakana run is one word (short; the hold bound covers long ones).  Thai, Lao, Khmer and
+    Myanmar letters (``Line_Break=SA``) are also class *Other* in UAX #29 (it leaves real word
+    breaks in them to a dictionary), so UAX #29 and this policy break such runs at every
+    grapheme cluster: they never stall, at the price of splitting inside words.  ICU is not
+    used.  The ``regex`` module differs from plain UAX #29 in a few places, and this policy
+    follows it: no boundary between an apostrophe and a vowel (its elision tailoring,
+    ``l'avion``), none after an unpaired regional indicator, none after combining marks at the
+    very start of the held text.  Each only makes text wait a little longer.
 ``sentence``
     An approximation of UAX #29 sentence boundaries: before the first non-space after a
     paragraph separator (``\\n``, ``\\r``, U+0085, U+2028, U+2029), after an ``STerm``
@@ -53,11 +57,24 @@ custom
     down to a grapheme boundary.  Custom policies see the whole held text on every push (so
     cost O(held), held being bounded by ``hold_max_chars``).
 
-Performance: the built-in policies are amortized O(len(new text)) per push.  Common shapes
-are decided with ``str`` methods only (no regex call): a delta ending in ``\\n``; a delta whose
-tail after its last space is a run of letters/digits (``" the"``, ``" 2024"``, ``" мир"``); a
-delta that continues a word (``"ation"``); a single Han / Hiragana character.  Everything else
-goes through one compiled ``regex`` match starting at the last cluster of the held text.
+Boundaries are judged on the held text (what was emitted is gone).  After a release forced by
+the hold bound the word was split anyway; the next boundary may then differ from the one the
+whole text would have had.
+
+``hold_max_seconds=0`` releases all but the last cluster at every push; ``math.inf``
+disables the time bound.
+
+Performance (the word policy is on the per-chunk hot path): amortized O(len(new text)) per
+push for the built-in policies, plus one copy of the held text (``held + new``, bounded by
+``hold_max_chars``).  The common shapes are decided with ``str`` methods only: a delta ending
+in ``\\n`` (returned as is when nothing is held); a tail after the delta's last space that is
+one run of letters/digits (``" the"``, ``" 2024"``, ``" мир"``); a delta continuing a word
+(``"ation"``); one punctuation character after a word; a single Han / Hiragana character.
+Other ASCII buffers are scanned right to left with character-class tables; other text with a
+per-code-point class computed from the ``regex`` module's own Unicode properties on first
+sight (cached); whatever that scan cannot decide for sure (emoji sequences, regional
+indicators, Katakana, letters after marks ...) takes one compiled ``regex`` match that starts
+at the last cluster of the held text.  Tests check every shortcut against the regex path.
 """
 
 from __future__ import annotations
@@ -157,6 +174,7 @@ def _ascii_chars(pattern: str) -> str:
 
 _A_SPACE: Final = _ascii_chars(r"\s")
 _A_REJECT: Final = _ascii_chars(rf"[{_WORD_REJECT}]")
+_A_PUNCT: Final = "".join(c for c in _A_REJECT if c not in _A_SPACE)
 _A_LETTER: Final = _ascii_chars(r"\p{WB=ALetter}")
 _A_DIGIT: Final = _ascii_chars(r"\p{WB=Numeric}")
 _A_JOIN: Final = _ascii_chars(r"[\p{WB=ALetter}\p{WB=Numeric}\p{WB=ExtendNumLet}]")
@@ -228,16 +246,17 @@ def _ascii_word_cut(b: str, lo: int) -> int:
 # at most).  A right-to-left scan over the new text decides the common cases; whatever it
 # cannot decide for sure (emoji, regional indicators, Katakana, format controls, letters after
 # combining marks ...) goes to the regex path.
-_K_SPACE: Final = 1  # whitespace that is grapheme class Other (" ", NBSP, U+3000 ...)
+_K_SPACE: Final = 1  # whitespace, grapheme Other, word WSegSpace/Other (" ", NBSP ...)
 _K_SPACE_CTRL: Final = 2  # whitespace that is a control (\t \n \v \f \r U+0085 U+2028 U+2029)
 _K_CONTROL: Final = 3  # other grapheme Control / CR / LF
 _K_PREPEND: Final = 4  # grapheme Prepend: glues to what follows
 _K_MARK: Final = 5  # grapheme Extend / SpacingMark / ZWJ: glues to what precedes
-_K_WORDCH: Final = 6  # word ALetter / Hebrew_Letter / Numeric, grapheme Other / LV / LVT
+_K_WORDCH: Final = 6  # word ALetter / Hebrew_Letter / Numeric, grapheme Other/LV/LVT, not PUNCT
 _K_PUNCT: Final = 7  # policy-rejected punctuation, word class Other, grapheme Other
 _K_MIDPUNCT: Final = 8  # policy-rejected punctuation of another word class, grapheme Other
 _K_START: Final = 9  # word Other, grapheme Other, not InCB consonant: always a boundary before
 _K_OTHER: Final = 10  # anything else (emoji, regional indicators, Katakana, ...): undecided
+_K_SPACE_ODD: Final = 11  # whitespace of another word class (U+202F): undecided
 
 _P_SPACE: Final = regex.compile(r"\s")
 _P_CONTROL: Final = regex.compile(r"[\p{GCB=Control}\p{GCB=CR}\p{GCB=LF}]")
@@ -250,6 +269,8 @@ _P_WORDCH: Final = regex.compile(
 )
 _P_REJECT: Final = regex.compile(rf"[{_WORD_REJECT}]")
 _P_WB_OTHER: Final = regex.compile(r"\p{WB=Other}")
+_P_WB_SPACE: Final = regex.compile(r"[\p{WB=WSegSpace}\p{WB=Other}]")
+_P_GCB_OTHER_LV: Final = regex.compile(r"[\p{GCB=Other}\p{GCB=LV}\p{GCB=LVT}]")
 _P_GCB_OTHER: Final = regex.compile(r"\p{GCB=Other}")
 _P_INCB_CONSONANT: Final = regex.compile(r"\p{InCB=Consonant}")
 
@@ -259,22 +280,28 @@ _KLASS: dict[str, int] = {}
 def _classify(c: str) -> int:
     """The word-scan class of the code point ``c`` (cached)."""
     if _P_SPACE.match(c):
-        k = _K_SPACE if _P_GCB_OTHER.match(c) else _K_SPACE_CTRL
+        if _P_CONTROL.match(c):
+            k = _K_SPACE_CTRL
+        elif _P_GCB_OTHER.match(c) and _P_WB_SPACE.match(c):
+            k = _K_SPACE
+        else:
+            k = _K_SPACE_ODD  # U+202F is ExtendNumLet: it glues words together
     elif _P_CONTROL.match(c):
         k = _K_CONTROL
     elif _P_PREPEND.match(c):
         k = _K_PREPEND
     elif _P_MARK.match(c):
         k = _K_MARK
-    elif _P_SPECIAL.match(c):
-        k = _K_OTHER
-    elif _P_WORDCH.match(c):
-        k = _K_WORDCH
-    elif not _P_GCB_OTHER.match(c):
+    elif _P_SPECIAL.match(c) or not _P_GCB_OTHER_LV.match(c):
         k = _K_OTHER
     elif _P_REJECT.match(c):
-        k = _K_PUNCT if _P_WB_OTHER.match(c) else _K_MIDPUNCT
-    elif _P_WB_OTHER.match(c) and not _P_INCB_CONSONANT.match(c):
+        if not _P_GCB_OTHER.match(c):
+            k = _K_OTHER
+        else:
+            k = _K_PUNCT if _P_WB_OTHER.match(c) else _K_MIDPUNCT
+    elif _P_WORDCH.match(c):
+        k = _K_WORDCH
+    elif _P_GCB_OTHER.match(c) and _P_WB_OTHER.match(c) and not _P_INCB_CONSONANT.match(c):
         k = _K_START
     else:
         k = _K_OTHER
@@ -291,9 +318,9 @@ def _klass_word_cut(b: str, lo: int) -> int:
     Rules (``c`` is the code point at ``p``, ``before`` the one before; see the class notes):
 
     * whitespace ``c``: never a policy boundary;
-    * START ``c``: a grapheme and word boundary after whitespace, controls, WORDCH,
-      punctuation, START and marks carried by one of those; undecided after Prepend (GB9b)
-      and OTHER;
+    * START ``c``: a grapheme and word boundary after whitespace, WORDCH, punctuation,
+      START and marks carried by one of those; undecided after Prepend (GB9b), other
+      controls and OTHER;
     * WORDCH ``c``: no word boundary after WORDCH (WB5, WB8-10); a boundary after whitespace,
       plain punctuation or a START character; undecided otherwise (WB4, WB6/7, WB11/12, GB6);
     * punctuation ``c``: only after whitespace (a grapheme and word boundary there);
@@ -322,9 +349,10 @@ def _klass_word_cut(b: str, lo: int) -> int:
                 kb = get(b[j]) or _classify(b[j])
                 if kb == _K_CONTROL or kb == _K_SPACE_CTRL:
                     return -1
-            if kb == _K_PREPEND or kb == _K_OTHER:
-                # Prepend glues (GB9b); after emoji, regional indicators etc. the regex
-                # module has its own views (no boundary after an unpaired indicator).
+            if kb == _K_PREPEND or kb == _K_OTHER or kb == _K_CONTROL:
+                # Prepend glues (GB9b); after emoji, regional indicators, format controls
+                # etc. the regex module has its own views (no boundary after an unpaired
+                # indicator, a format control at the start of the text glues like a mark).
                 return -1
             return p
         if k == _K_WORDCH:
@@ -335,6 +363,8 @@ def _klass_word_cut(b: str, lo: int) -> int:
         elif k == _K_PUNCT or k == _K_MIDPUNCT:
             if kb == _K_SPACE or kb == _K_SPACE_CTRL:
                 return p
+            if kb == _K_SPACE_ODD:
+                return -1
         elif k == _K_MARK:
             if kb == _K_SPACE_CTRL or kb == _K_CONTROL:
                 return -1
@@ -434,12 +464,14 @@ class Policy:
         if fn is not None:
             raw = fn(b)
             try:
+                if isinstance(raw, bool):
+                    raise TypeError
                 p = operator.index(raw)
             except TypeError:
                 raise TypeError(
                     f"segmentation callable {fn!r} must return an int, got {type(raw).__name__}"
                 ) from None
-            if not 0 <= p <= n or isinstance(raw, bool):
+            if not 0 <= p <= n:
                 raise ValueError(
                     f"segmentation callable {fn!r} returned {raw!r} "
                     f"for a held text of {n} characters; expected 0..{n}"
@@ -509,6 +541,9 @@ def make_policy(
 class Segmenter:
     """Holds back the unfinished tail of one text channel and releases it at boundaries.
 
+    ``Segmenter(policy, ...)`` returns an instance of a private subclass specialised for the
+    policy (the word policy has its own hot path); all share this interface.
+
     Not thread-safe (it needs not be: one stream feeds it from one task or thread).  ``now``
     is any monotonic clock in seconds (``time.perf_counter()``); it only has to be consistent
     across calls.
@@ -542,6 +577,17 @@ class Segmenter:
     _t0: float
     _marks: list[tuple[int, float]]
     _g: int
+
+    def __new__(
+        cls,
+        policy: Policy,
+        *,
+        hold_max_seconds: float = 0.15,
+        hold_max_chars: int = 256,
+    ) -> Segmenter:
+        if cls is Segmenter and isinstance(policy, Policy) and policy._kind == _WORD:
+            cls = _WordSegmenter
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -615,74 +661,25 @@ class Segmenter:
         held = self._held
         if not held or self._hold_s == math.inf:
             return None
-        if len(held) == 1 and held not in _CLOSED:
-            return None
-        if _safe_end(held, self._g) == 0:
-            return None
+        if held[-1] not in _CLOSED:
+            if len(held) == 1:
+                return None
+            last = _quick_last(held)
+            if last < 0:
+                last = _last_start(held, self._g)
+            if last == 0:
+                return None
         return self._t0 + self._hold_s
 
     # -- operations ----------------------------------------------------------------------------
     def push(self, text: str, now: float) -> str:
         """Add ``text`` (arrived at ``now``) and return what may be emitted now (maybe ``""``)."""
-        if not text:
-            return self.poll(now) if self._held else ""
         held = self._held
+        if not text:
+            return self.poll(now) if held else ""
         nh = len(held)
-        kind = self._kind
-        if kind == _WORD:
-            if text[-1] in _CLOSED:
-                # Ends in a mandatory break: everything goes (no copy if nothing was held).
-                if nh:
-                    self._record(now - self._t0)
-                    self._reset()
-                    return held + text
-                self.hold_count += 1
-                return text
-            i = text.rfind(" ")
-            rest = text[i + 1 :] if i >= 0 else text
-            if rest and _joins(rest):
-                if i >= 0:
-                    # "... <letters>": the rightmost boundary is after that space.
-                    if len(rest) <= self._max_chars and self._hold_s > 0:
-                        out = held + text[: i + 1] if nh else text[: i + 1]
-                        if nh:
-                            w = now - self._t0
-                            if w > self.hold_max:
-                                self.hold_max = w
-                            self.hold_sum += w
-                            if self._marks:
-                                self._marks = []
-                        self.hold_count += 1
-                        self._held = rest
-                        self._t0 = now
-                        self._g = len(rest) - 1
-                        return out
-                    b = held + text if nh else text
-                    return self._commit(b, nh, nh + i + 1, len(b) - 1, now)
-                if nh == 0:
-                    return self._commit(text, 0, 0, len(text) - 1, now)
-                before = held[-1]
-                if before in _A_SPACE:
-                    # Whitespace, then letters: a boundary, and the only candidate.
-                    return self._commit(held + text, nh, nh, nh + len(text) - 1, now)
-                if before in _A_JOIN or (before.isalpha() and before < _SIMPLE_ALPHA_END):
-                    # The word goes on ("instrument" + "ation").
-                    return self._commit(held + text, nh, 0, nh + len(text) - 1, now)
-            elif len(text) == 1 and nh and _is_cjk_single(text):
-                before = held[-1]
-                if before.isascii() or _is_cjk_single(before):
-                    # Every Han / Hiragana character has a grapheme and a word boundary
-                    # before it after these (nothing to glue them: no Prepend, no mark).
-                    return self._commit(held + text, nh, nh, nh, now)
-            b = held + text if nh else text
-            if b.isascii():
-                return self._commit(b, nh, _ascii_word_cut(b, nh), len(b) - 1, now)
-            p = _klass_word_cut(b, nh)
-            if p >= 0:
-                return self._commit(b, nh, p, _quick_last(b), now)
-            m = _FIND_WORD.match(b, self._g)
-            return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
         b = held + text if nh else text
+        kind = self._kind
         if kind == _SENTENCE:
             if b[-1] in _CLOSED:
                 return self._commit(b, nh, len(b), -1, now)
@@ -709,6 +706,8 @@ class Segmenter:
                 if lm is not None:
                     p = lm.end()
             return self._commit(b, nh, p, -1, now)
+        if kind == _WORD:  # only reached when a subclass delegates here
+            return self._word_general(b, nh, now)
         try:
             p = self.policy._custom_cut(b)
         except BaseException:
@@ -769,6 +768,17 @@ class Segmenter:
             t = arrived
         return t
 
+    def _word_general(self, b: str, nh: int, now: float) -> str:
+        """Word policy on the buffer ``b`` without shape shortcuts: ASCII scan, class scan,
+        regex."""
+        if b.isascii():
+            return self._commit(b, nh, _ascii_word_cut(b, nh), len(b) - 1, now)
+        p = _klass_word_cut(b, nh)
+        if p >= 0:
+            return self._commit(b, nh, p, -1, now)
+        m = _FIND_WORD.match(b, self._g)
+        return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
+
     def _commit(self, b: str, nh: int, p: int, last: int, now: float, *, bound: bool = True) -> str:
         """Apply the hold bounds to the policy's choice ``p`` and move to the new state.
 
@@ -795,8 +805,12 @@ class Segmenter:
             if last >= 0:
                 self._g = last
             return ""
-        out = b[:p]
-        self._record(now - self._t0 if nh else 0.0)
+        if nh:
+            wait = now - self._t0
+            if wait > self.hold_max:
+                self.hold_max = wait
+            self.hold_sum += wait
+        self.hold_count += 1
         if p >= nh:
             self._t0 = now
             if self._marks:
@@ -809,4 +823,121 @@ class Segmenter:
             self._marks = marks
         self._held = b[p:]
         self._g = last - p if last >= p else 0
+        return b[:p]
+
+
+class _WordSegmenter(Segmenter):
+    """The word policy, with shortcuts for the shapes most deltas have."""
+
+    __slots__ = ()
+
+    def push(self, text: str, now: float) -> str:
+        """Add ``text`` (arrived at ``now``) and return what may be emitted now (maybe ``""``)."""
+        held = self._held
+        if text.isascii():
+            if not text:
+                return self.poll(now) if held else ""
+            if text[-1] in "\n\x0b\x0c":
+                # Ends in a mandatory break: everything goes (no copy if nothing was held).
+                return self._all(held, text, now)
+            i = text.rfind(" ")
+            if i >= 0:
+                if i < len(text) - 1:
+                    rest = text[i + 1 :]
+                    if rest.isalnum():
+                        # "... <letters/digits>": the rightmost boundary is after that space.
+                        # (This is _split() inlined: the hottest path of all.)
+                        if len(rest) > self._max_chars or self._hold_s <= 0:
+                            return self._split(held, text, i + 1, rest, now)
+                        if held:
+                            wait = now - self._t0
+                            if wait > self.hold_max:
+                                self.hold_max = wait
+                            self.hold_sum += wait
+                            if self._marks:
+                                self._marks = []
+                            out = held + text[: i + 1]
+                        else:
+                            out = text[: i + 1]
+                        self.hold_count += 1
+                        self._held = rest
+                        self._t0 = now
+                        self._g = len(rest) - 1
+                        return out
+            elif len(text) == 1 and text in _A_PUNCT and held and held.isascii():
+                if held[-1] not in _A_SPACE:
+                    # "word" + ",": the only candidate, the seam, is rejected by the policy.
+                    b = held + text
+                    return self._commit(b, len(held), 0, len(b) - 1, now)
+            elif text.isalnum() and held:
+                # Only the seam can be a boundary: the new text is one word.
+                before = held[-1]
+                if before in _A_SPACE:
+                    # Whitespace, then letters: a boundary.
+                    return self._split(held, "", 0, text, now)
+                if before in _A_JOIN or (before.isalpha() and before < _SIMPLE_ALPHA_END):
+                    # The word goes on ("instrument" + "ation").
+                    b = held + text
+                    return self._commit(b, len(held), 0, len(b) - 1, now)
+        else:
+            if text[-1] in _CLOSED:
+                return self._all(held, text, now)
+            if len(text) == 1:
+                if held and (
+                    "\u4e00" <= text <= "\u9fff"
+                    or "\u3041" <= text <= "\u3096"
+                    or "\u3400" <= text <= "\u4dbf"
+                ):
+                    before = held[-1]
+                    if before.isascii() or _is_cjk_single(before):
+                        # Every Han / Hiragana character has a grapheme and a word boundary
+                        # before it after these (nothing to glue them: no Prepend, no mark).
+                        return self._split(held, "", 0, text, now)
+            else:
+                i = text.rfind(" ")
+                if 0 <= i < len(text) - 1:
+                    rest = text[i + 1 :]
+                    if rest.isalnum() if rest.isascii() else _joins(rest):
+                        return self._split(held, text, i + 1, rest, now)
+        nh = len(held)
+        b = held + text if nh else text
+        if b.isascii():
+            return self._commit(b, nh, _ascii_word_cut(b, nh), len(b) - 1, now)
+        p = _klass_word_cut(b, nh)
+        if p >= 0:
+            return self._commit(b, nh, p, -1, now)
+        m = _FIND_WORD.match(b, self._g)
+        return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
+
+    def _all(self, held: str, text: str, now: float) -> str:
+        """Emit everything: the new text ends in a mandatory break."""
+        if held:
+            self._record(now - self._t0)
+            self._reset()
+            return held + text
+        self.hold_count += 1
+        return text
+
+    def _split(self, held: str, text: str, k: int, rest: str, now: float) -> str:
+        """Emit ``held + text[:k]`` and hold ``rest`` (== ``text[k:]``, or the whole new text
+        when ``text`` is empty): each character of ``rest`` is a cluster of its own that
+        nothing before can absorb, so its last character starts its last cluster."""
+        if len(rest) > self._max_chars or self._hold_s <= 0:
+            nh = len(held)
+            b = held + text if text else held + rest
+            return self._commit(b, nh, nh + k, len(b) - 1, now)
+        if held:
+            wait = now - self._t0
+            if wait > self.hold_max:
+                self.hold_max = wait
+            self.hold_sum += wait
+            if self._marks:
+                self._marks = []
+            out = held + text[:k] if k else held
+        else:
+            out = text[:k]
+        self.hold_count += 1
+        self._held = rest
+        self._t0 = now
+        self._g = len(rest) - 1
         return out

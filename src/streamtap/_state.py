@@ -8,6 +8,7 @@ into one summary event (`_log`).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from ._options import Resolved
@@ -73,6 +74,7 @@ class StreamState:
     __slots__ = (
         "_counter_factory",
         "attempts",
+        "choice_indexes",
         "chunk_count",
         "chunk_tokens",
         "end",
@@ -115,6 +117,7 @@ class StreamState:
         self.chunk_tokens = 0  # tokens finalized by the chunk being processed
         self.last_chunk_tokens = 0
         self.finish_reasons: dict[int, str] = {}
+        self.choice_indexes: set[int] = set()
         self.usage: dict[str, int] | None = None
         self.usage_prior: dict[str, int] | None = None  # summed usage of cut-off attempts
         self.tool_calls_seen = False
@@ -204,7 +207,7 @@ class StreamState:
         seg = lane.seg
         if seg is None:
             return ""
-        out = seg.flush() if now is None else seg.poll(now)
+        out = seg.flush(time.perf_counter()) if now is None else seg.poll(now)
         if out:
             counter = lane.counter
             if counter is not None:
@@ -330,7 +333,7 @@ class StreamState:
             ev["gen_ai.response.finish_reasons"] = [
                 self.finish_reasons[i] for i in sorted(self.finish_reasons)
             ]
-        indexes = {ln.index for ln in self.lanes.values()} | set(self.finish_reasons)
+        indexes = self.choice_indexes | {ln.index for ln in self.lanes.values()}
         ev["streamtap.choices"] = len(indexes) if indexes else None
 
         usage = self.total_usage()
@@ -360,9 +363,14 @@ class StreamState:
             ev["streamtap.tokens.counted"] = counted
             ev["streamtap.tokens.source"] = factory.source
             ev["streamtap.tokens.encoding"] = factory.encoding
-        if counted is not None:
-            if completion is not None:
-                ev["streamtap.tokens.diff"] = counted - (completion - reasoning)
+        if counted is not None and completion is not None:
+            # completion_tokens includes reasoning. When the reasoning was streamed, streamtap
+            # counted it too; when it was hidden (OpenAI o-series), take it out of the bill.
+            streamed_reasoning = any(
+                ln.tokens for key, ln in self.lanes.items() if key % 4 == REASONING
+            )
+            billed_text = completion if streamed_reasoning else completion - reasoning
+            ev["streamtap.tokens.diff"] = counted - billed_text
 
         output_tokens = completion if completion is not None else counted
         decode = ev.get("streamtap.decode_duration")
@@ -404,6 +412,19 @@ class StreamState:
         if list(texts) == ["0.content"]:
             return texts["0.content"]
         return texts
+
+
+def delivered_text(state: StreamState) -> str | dict[str, str]:
+    """The answer text the caller received: a str, or per choice index for n > 1."""
+    texts: dict[str, str] = {}
+    for key, ln in sorted(state.lanes.items()):
+        if key % 4 == CONTENT and ln.captured is not None:
+            if len(ln.captured) > 1:
+                ln.captured[:] = ["".join(ln.captured)]
+            texts[str(ln.index)] = ln.captured[0] if ln.captured else ""
+    if list(texts) in ([], ["0"]):
+        return texts.get("0", "")
+    return texts
 
 
 def error_name(exc: BaseException) -> str:
