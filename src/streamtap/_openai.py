@@ -89,7 +89,12 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
             out = state.text(lane, refusal, now)
             if out is not refusal:
                 dd["refusal"] = out
-        if dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
+        if (
+            dd.get("tool_calls")
+            or dd.get("function_call")
+            or dd.get("audio")
+            or (extra and extra.get("audio"))  # openai 1.x has no `audio` field on deltas
+        ):
             if state.timing.first_token is None:
                 state.timing.first_token = now
             state.tool_calls_seen = True

@@ -331,9 +331,11 @@ class Resumer:
             self.stamp = (state.response_id, first.get("created"), state.response_model)
         if failure.cause == "diverged":
             self.diverged = True
-        self._close_attempt(run, failure)
         if not _resume.retryable(failure):
+            if state.retries:  # the history explains the error the caller will get
+                self._close_attempt(run, failure)
             return None
+        self._close_attempt(run, failure)
         lanes = [ln for ln in state.lanes.values() if ln.chars or ln.seg is not None]
         single = (
             all(k == 0 for k, ln in state.lanes.items() if ln.chars)
@@ -451,12 +453,12 @@ class Resumer:
         run.stalled = False
         if failure is None:
             return None
-        _close(run.stream)
         last = exc
         while True:
             plan = self._next(run, failure, last)
             if plan is None:
                 return self._give_up(run, last, failure)
+            _close(run.stream)  # only now: a stream we do not resume is read on to its end
             strategy, wait, kwargs = plan
             time.sleep(wait)
             try:
@@ -475,12 +477,12 @@ class Resumer:
         run.stalled = False
         if failure is None:
             return None
-        await _aclose(run.stream)
         last = exc
         while True:
             plan = self._next(run, failure, last)
             if plan is None:
                 return self._give_up(run, last, failure)
+            await _aclose(run.stream)
             strategy, wait, kwargs = plan
             await asyncio.sleep(wait)
             try:
