@@ -27,7 +27,14 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
     object (`{"object": "error", ...}`, as vLLM sends), which the SDK does not raise for.
     """
     state.chunk_count += 1
-    state.timing.chunk(now)
+    # Timing.chunk, inlined: this runs for every chunk of every stream.
+    timing = state.timing
+    last = timing.last_chunk
+    if last is None:
+        timing.first_chunk = now
+    else:
+        timing.gaps.add(now - last)
+    timing.last_chunk = now
     d = chunk.__dict__
     if d.get("object") == "error":
         return ERROR
@@ -50,7 +57,12 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
         extra = chunk.__pydantic_extra__
         if extra:
             usage = _groq_usage(extra)
-    state.end_chunk()
+    # Roll this chunk's token count into the totals.
+    n = state.chunk_tokens
+    state.last_chunk_tokens = n
+    if n:
+        state.tokens_total += n
+        state.chunk_tokens = 0
     if usage is not None:
         state.usage = usage_dict(usage)
         if hide_usage and not choices:
@@ -70,7 +82,7 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
         text = dd.get("content")
         if text:
             if type(text) is str:
-                lane = state.lane(index, CONTENT, "content")
+                lane = state.lanes.get(index * 4) or state.lane(index, CONTENT, "content")
                 out = state.text(lane, text, now)
                 if out is not text:
                     dd["content"] = out

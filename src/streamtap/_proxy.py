@@ -14,6 +14,7 @@ recorded as `cancelled`/`break`; never iterated at all as `abandoned`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
@@ -238,35 +239,43 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
     hide = run.hide_usage
     debug = run.debug
     watched = run.watched
+    loop = asyncio.get_running_loop()
     if watched:
-        run.loop = asyncio.get_running_loop()
+        run.loop = loop
         watchdog.watch(run)
     process = process_chunk
     clock = _clock
     run.started = True
+    # With a word buffer, read ahead in a task so that a timer can release held text while
+    # the next chunk is late (see ReadAhead); without one, read directly.
     buffered = state.resolved.policy is not None
-    loop = asyncio.get_running_loop()
-    pending: asyncio.Task[Any] | None = None  # a read still running past a hold deadline
+    reader = ReadAhead(run, src, loop) if buffered else None
     try:
         while True:
             try:
-                if watched:
-                    run.wait_start = clock()
-                if pending is not None or (buffered and state.deadline() is not None):
-                    # Text is held: read in a task so the hold bound can fire meanwhile.
-                    if pending is None:
-                        pending = loop.create_task(_anext(src))
-                    if not await _wait(loop, pending, state.deadline(), clock):
+                if reader is not None:
+                    # Chunks already read ahead are taken without awaiting anything.
+                    item = reader.take() if reader.buf else await reader.get(state)
+                    if item is None:  # the hold bound fired while waiting
                         for c in _flush(run, clock()):
                             yield c
                         continue
-                    task, pending = pending, None
-                    chunk = task.result()
+                    chunk, now = item
+                    if chunk is _END:
+                        raise StopAsyncIteration
+                    if chunk is _ERROR:
+                        raise now
                 else:
-                    chunk = await src.__anext__()
-                if watched:
-                    run.wait_start = None
-                    run.got_chunk = True
+                    if watched:
+                        run.wait_start = clock()
+                        try:
+                            chunk = await src.__anext__()
+                        finally:
+                            run.wait_start = None
+                        run.got_chunk = True
+                    else:
+                        chunk = await src.__anext__()
+                    now = clock()
             except StopAsyncIteration:
                 if run.resumable_end():
                     exc: Exception = IncompleteStream()
@@ -278,7 +287,6 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
             except Exception as e:
                 exc = e
             else:
-                now = clock()
                 run.last_chunk = chunk
                 try:
                     deliver = process(state, chunk, now, hide)
@@ -304,6 +312,8 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                     if replacement is not None:
                         run.stream = replacement
                         src = _source(replacement)
+                        if reader is not None:
+                            reader = ReadAhead(run, src, loop)
                         continue
             for c in _flush(run):
                 yield c
@@ -322,6 +332,8 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
         run.finish_exhausted()
     except GeneratorExit:
         run.finish("cancelled", run.end_of_iteration())
+        if reader is not None:
+            reader.cancel()
         await _aclose_quietly(run.stream)
         raise
     except BaseException as err:
@@ -330,41 +342,110 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
         raise
     finally:
         run.wait_start = None
-        if pending is not None and not pending.done():
-            pending.cancel()
+        if reader is not None:
+            reader.cancel()
 
 
-async def _anext(src: Any) -> Any:
-    return await src.__anext__()
+_END: Any = object()
+_ERROR: Any = object()
 
 
-async def _wait(
-    loop: asyncio.AbstractEventLoop,
-    task: asyncio.Task[Any],
-    deadline: float | None,
-    clock: Callable[[], float],
-) -> bool:
-    """Wait for `task` until `deadline` (perf_counter time); True if it finished."""
-    if task.done():
-        return True
-    waiter = loop.create_future()
+class ReadAhead:
+    """Reads an async stream in its own task, a bounded number of chunks ahead of the caller.
 
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
+    The hold bound must release text while the next chunk is late, so the caller's wait has to
+    be interruptible by a timer. A wait on the SDK's read is not: cancelling it closes the
+    connection. Reading in a task of its own lets the caller wait on a future of ours instead,
+    and reading ahead keeps that cheap: when chunks come in bursts the caller finds them
+    already there and does not wait at all. No timer is armed unless text is held.
+    """
 
-    task.add_done_callback(wake)
-    timer = loop.call_later(max(0.0, deadline - clock()), wake) if deadline is not None else None
-    try:
-        await waiter
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        if timer is not None:
-            timer.cancel()
-        task.remove_done_callback(wake)
-    return task.done()
+    LIMIT = 64  # chunks read ahead at most; then the reader waits for the caller
+
+    __slots__ = ("buf", "loop", "room", "run", "task", "waiter")
+
+    def __init__(self, run: Run, src: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.run = run
+        self.loop = loop
+        self.buf: collections.deque[tuple[Any, Any]] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.room: asyncio.Future[None] | None = None
+        self.task = loop.create_task(self._pump(src))
+
+    async def _pump(self, src: Any) -> None:
+        run = self.run
+        buf = self.buf
+        watched = run.watched
+        clock = _clock
+        while True:
+            if watched:
+                run.wait_start = clock()
+            try:
+                item: tuple[Any, Any] = (await src.__anext__(), clock())
+            except StopAsyncIteration:
+                item = (_END, None)
+            except asyncio.CancelledError:
+                raise  # the caller closed the stream or was cancelled: nothing to deliver
+            except BaseException as exc:
+                item = (_ERROR, exc)
+            finally:
+                if watched:
+                    run.wait_start = None
+            buf.append(item)
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if item[0] is _END or item[0] is _ERROR:
+                return
+            if watched:
+                run.got_chunk = True
+            if len(buf) >= self.LIMIT:
+                room = self.room = self.loop.create_future()
+                await room
+
+    async def get(self, state: StreamState) -> tuple[Any, Any] | None:
+        """The next (chunk, arrival time); None when the hold deadline passed first."""
+        buf = self.buf
+        if not buf:
+            waiter = self.waiter = self.loop.create_future()
+            deadline = state.deadline()
+            timer = (
+                self.loop.call_later(max(0.0, deadline - _clock()), _wake, waiter)
+                if deadline is not None
+                else None
+            )
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+            finally:
+                self.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not buf:
+                return None
+        return self.take()
+
+    def take(self) -> tuple[Any, Any]:
+        """The next item already read (the caller checked `buf`)."""
+        buf = self.buf
+        item = buf.popleft()
+        room = self.room
+        if room is not None and len(buf) < self.LIMIT // 2:
+            self.room = None
+            if not room.done():
+                room.set_result(None)
+        return item
+
+    def cancel(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _flush(run: Run, now: float | None = None) -> list[Any]:

@@ -233,13 +233,6 @@ class StreamState:
                     best = d
         return best
 
-    def end_chunk(self) -> None:
-        """Close the books on one chunk: roll the per-chunk token count into the totals."""
-        n = self.chunk_tokens
-        self.last_chunk_tokens = n
-        self.tokens_total += n
-        self.chunk_tokens = 0
-
     def discard_held(self) -> None:
         """Drop text the caller has not seen (a resumed attempt will produce it again)."""
         for ln in self.lanes.values():
