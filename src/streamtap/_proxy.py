@@ -210,14 +210,11 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                         run.stream = replacement
                         src = _source(replacement)
                         continue
-            yield from _flush(run)
-            if isinstance(final, ErrorObject):
-                run.error_object_seen = True
-                yield final.chunk  # not resumed: the caller gets it as the SDK gave it
+            chunks, action = _surface(run, final)
+            yield from chunks
+            if action == "continue":
                 continue
-            if isinstance(final, StreamInterrupted):
-                final.delivered = delivered_text(state)  # now with the flushed tail
-            if isinstance(final, IncompleteStream):
+            if action == "end":
                 break
             run.finish("error", "exception", final)
             raise final
@@ -315,15 +312,12 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                         if reader is not None:
                             reader = ReadAhead(run, src, loop)
                         continue
-            for c in _flush(run):
+            chunks, action = _surface(run, final)
+            for c in chunks:
                 yield c
-            if isinstance(final, ErrorObject):
-                run.error_object_seen = True
-                yield final.chunk
+            if action == "continue":
                 continue
-            if isinstance(final, StreamInterrupted):
-                final.delivered = delivered_text(state)
-            if isinstance(final, IncompleteStream):
+            if action == "end":
                 break
             run.finish("error", "exception", final)
             raise final
@@ -446,6 +440,25 @@ class ReadAhead:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _surface(run: Run, final: BaseException) -> tuple[list[Any], str]:
+    """Reading failed and was not resumed: what the caller gets, then what happens next.
+
+    Held text always comes first. An `{"object": "error"}` chunk is then delivered as the SDK
+    gave it and reading goes on ("continue"); a clean end without finish_reason just ends
+    ("end"); anything else is raised after the chunks ("raise").
+    """
+    chunks = _flush(run)
+    if isinstance(final, ErrorObject):
+        run.error_object_seen = True
+        chunks.append(final.chunk)
+        return chunks, "continue"
+    if isinstance(final, StreamInterrupted):
+        final.delivered = delivered_text(run.state)  # now with the flushed tail
+    if isinstance(final, IncompleteStream):
+        return chunks, "end"
+    return chunks, "raise"
 
 
 def _flush(run: Run, now: float | None = None) -> list[Any]:
