@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,17 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         log.removeHandler(tee)
         tee.close()
-    print(f"\nEvents written to {events}. Summarise them with:\n  streamtap report {events}")
-    print(f"  streamtap report {events} --html streamtap-report.html")
+    exe = "streamtap" if shutil.which("streamtap") else _relative(Path(sys.argv[0]))
+    print(f"\nEvents written to {events}. Summarise them with:\n  {exe} report {events}")
+    print(f"  {exe} report {events} --html streamtap-report.html")
     return 0
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _ask(client: Any, model: str, prompt: str, where: str, tee: _Tee, **extra: Any) -> None:
@@ -161,13 +170,19 @@ def _ask(client: Any, model: str, prompt: str, where: str, tee: _Tee, **extra: A
         stream = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompt}], stream=True, **extra
         )
+        pieces = 0
         for chunk in stream:
             if not chunk.choices:
                 continue
             text = chunk.choices[0].delta.content
             if text:
+                pieces += 1
                 print(text.replace("\n", "\n   "), end="", flush=True)
         print()
+        import streamtap
+
+        received = streamtap.stats(stream).chunks
+        print(f"   (the server sent {received} chunks; the loop saw {pieces} whole-word pieces)")
     except Exception as exc:  # the demo shows a failure instead of a traceback
         print(f"\n   -> the caller's loop got {type(exc).__name__}: {exc}")
     tee.show()
