@@ -86,7 +86,7 @@ class _Tee(logging.Handler):
         from ._log import EventFormatter
 
         self.setFormatter(EventFormatter(json=True))
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("w", encoding="utf-8")  # this run's events only
         self.pending: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
