@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
+_CONTENT_ONLY = frozenset({"content"})
 
 
 DELIVER, SKIP, ERROR = 1, 0, 2
@@ -55,7 +56,7 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
     usage = d.get("usage")
     if usage is None:
         extra = chunk.__pydantic_extra__
-        if extra:
+        if extra and "x_groq" in extra:  # (OpenAI's `obfuscation` fills extra on every chunk)
             usage = _groq_usage(extra)
     # Roll this chunk's token count into the totals.
     n = state.chunk_tokens
@@ -95,22 +96,25 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
                     out = state.text(lane, r, now)
                     if out is not r:
                         extra[field] = out
-        refusal = dd.get("refusal")
-        if refusal:
-            lane = state.lane(index, REFUSAL, "refusal")
-            out = state.text(lane, refusal, now)
-            if out is not refusal:
-                dd["refusal"] = out
-        if (
-            dd.get("tool_calls")
-            or dd.get("function_call")
-            or dd.get("audio")
-            or (extra and extra.get("audio"))  # openai 1.x has no `audio` field on deltas
-        ):
+        # Most deltas carry only `content`: then there is no refusal, tool call or audio to
+        # look for (extra fields are not in the set; the reasoning check above covers them).
+        if delta.__pydantic_fields_set__ != _CONTENT_ONLY:
+            refusal = dd.get("refusal")
+            if refusal:
+                lane = state.lane(index, REFUSAL, "refusal")
+                out = state.text(lane, refusal, now)
+                if out is not refusal:
+                    dd["refusal"] = out
+            if dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
+                flush = True
+        if extra and extra.get("audio"):  # openai 1.x has no `audio` field on deltas
+            flush = True
+        if flush:
+            # A tool call or audio: it counts as the first token, and text before it is
+            # delivered before it.
             if state.timing.first_token is None:
                 state.timing.first_token = now
             state.tool_calls_seen = True
-            flush = True  # text before a tool call is delivered before it
     logprobs = cd.get("logprobs")
     if logprobs is not None:
         # The server's own tokens, one logprobs entry each: an exact count per chunk.

@@ -15,51 +15,81 @@ _MIN = 1e-6
 _RATIO = 1.04
 _LOG_RATIO = math.log(_RATIO)
 _NBUCKETS = 600
+_BATCH = 512
 
 
 class GapStats:
-    """Streaming summary of inter-chunk gaps: count, mean, max and p95."""
+    """Streaming summary of inter-chunk gaps: count, mean, max and p95.
 
-    __slots__ = ("_buckets", "count", "max", "total")
+    `add` only appends to a short list (it runs for every chunk); the list is folded into the
+    histogram every `_BATCH` gaps and before any figure is read.
+    """
+
+    __slots__ = ("_buckets", "_count", "_max", "_pending", "_total")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.max = 0.0
-        # Allocated on the first gap: most streams that end early never need it.
+        self._count = 0
+        self._total = 0.0
+        self._max = 0.0
+        self._pending: list[float] = []
+        # Allocated on the first fold: most streams that end early never need it.
         self._buckets: list[int] | None = None
 
     def add(self, gap: float) -> None:
-        self.count += 1
-        self.total += gap
-        if gap > self.max:
-            self.max = gap
+        pending = self._pending
+        pending.append(gap)
+        if len(pending) >= _BATCH:
+            self._fold()
+
+    def _fold(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
         buckets = self._buckets
         if buckets is None:
             buckets = self._buckets = [0] * _NBUCKETS
-        if gap <= _MIN:
-            buckets[0] += 1
-        else:
-            i = int(math.log(gap / _MIN) / _LOG_RATIO)
-            buckets[i if i < _NBUCKETS else _NBUCKETS - 1] += 1
+        log = math.log
+        for gap in pending:
+            if gap <= _MIN:
+                buckets[0] += 1
+            else:
+                i = int(log(gap / _MIN) / _LOG_RATIO)
+                buckets[i if i < _NBUCKETS else _NBUCKETS - 1] += 1
+        self._count += len(pending)
+        self._total += sum(pending)
+        top = max(pending)
+        if top > self._max:
+            self._max = top
+        pending.clear()
+
+    @property
+    def count(self) -> int:
+        return self._count + len(self._pending)
+
+    @property
+    def max(self) -> float:
+        self._fold()
+        return self._max
 
     @property
     def mean(self) -> float | None:
-        return self.total / self.count if self.count else None
+        self._fold()
+        return self._total / self._count if self._count else None
 
     def quantile(self, q: float) -> float | None:
         """Nearest-rank quantile, reported as the bucket's geometric middle (capped at max)."""
-        if not self.count or self._buckets is None:
+        self._fold()
+        if not self._count or self._buckets is None:
             return None
-        rank = max(1, math.ceil(q * self.count))
+        rank = max(1, math.ceil(q * self._count))
         seen = 0
         for i, n in enumerate(self._buckets):
             seen += n
             if seen >= rank:
                 if i == 0:
-                    return min(_MIN, self.max)
-                return min(_MIN * float(_RATIO ** (i + 0.5)), self.max)
-        return self.max  # pragma: no cover - ranks never exceed count
+                    return min(_MIN, self._max)
+                return min(_MIN * float(_RATIO ** (i + 0.5)), self._max)
+        return self._max  # pragma: no cover - ranks never exceed count
 
 
 class Timing:
