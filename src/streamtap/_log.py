@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping
 from types import MappingProxyType
 from typing import IO, Any
 
@@ -38,19 +37,24 @@ def drop_none(event: dict[str, Any]) -> dict[str, Any]:
 
 def emit(state: StreamState) -> None:
     """Build the summary of a finished stream and send it to its logger and hooks."""
+    options = state.resolved.options
+    target = options.logger
+    if (
+        not options.hooks
+        and (target is None or isinstance(target, logging.Logger))
+        and not (target or logger).isEnabledFor(logging.INFO)
+    ):
+        return  # nobody listens (the default for a library): do not build the event at all
     try:
         event = drop_none(state.summary())
     except Exception as exc:
         internal_error("building the summary", exc)
         return
-    options = state.resolved.options
-    target = options.logger
     try:
         if target is None or isinstance(target, logging.Logger):
             log = target or logger
-            if log.isEnabledFor(logging.INFO):
-                extra = {k: v for k, v in event.items() if k not in _RESERVED}
-                log.info(EVENT, extra=extra)
+            extra = {k: v for k, v in event.items() if k not in _RESERVED}
+            log.info(EVENT, extra=extra)
         else:
             target.info(EVENT, **event)
     except Exception as exc:
@@ -140,7 +144,3 @@ def configure_logging(
     logger.addHandler(handler)
     logger.setLevel(level)
     return handler
-
-
-def summary_hook_view(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(event))

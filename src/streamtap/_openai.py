@@ -301,7 +301,7 @@ def record_completion(state: StreamState, completion: Any) -> None:
                     state.tokens_total += n
                 lane.chars += len(text)
                 if lane.captured is not None:
-                    lane.captured.append(text)
+                    lane.captured.write(text)
     usage = d.get("usage")
     if usage is not None:
         state.usage = usage_dict(usage)

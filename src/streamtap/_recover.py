@@ -411,7 +411,11 @@ class Resumer:
         assert self.stamp is not None
         state = run.state
         if strategy == "replay":
-            prefix = {k: _joined(ln.captured) for k, ln in state.lanes.items() if ln.chars}
+            prefix = {
+                k: ln.captured.getvalue()
+                for k, ln in state.lanes.items()
+                if ln.chars and ln.captured is not None
+            }
         elif strategy == "continuation":
             prefix = {0: _lane_text(state, 0)}
         else:
@@ -544,17 +548,9 @@ async def _aclose(stream: Any) -> None:
         pass
 
 
-def _joined(parts: list[str] | None) -> str:
-    if not parts:
-        return ""
-    if len(parts) > 1:
-        parts[:] = ["".join(parts)]
-    return parts[0]
-
-
 def _lane_text(state: StreamState, key: int) -> str:
     lane = state.lanes.get(key)
-    return _joined(lane.captured) if lane is not None else ""
+    return lane.captured.getvalue() if lane is not None and lane.captured is not None else ""
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

@@ -8,6 +8,7 @@ into one summary event (`_log`).
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 from typing import Any
 
@@ -43,7 +44,9 @@ class Lane:
         self.counter = counter
         self.chars = 0  # characters delivered to the caller so far
         self.tokens = 0
-        self.captured: list[str] | None = [] if capture else None
+        # The delivered text, kept only when needed (resume, log_content). A StringIO: writing
+        # a piece is one C call and the whole text is built once, not re-joined as it grows.
+        self.captured: io.StringIO | None = io.StringIO() if capture else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,9 +200,7 @@ class StreamState:
             lane.chars += len(out)
             cap = lane.captured
             if cap is not None:
-                cap.append(out)
-                if len(cap) > 256:
-                    cap[:] = ["".join(cap)]
+                cap.write(out)
         return out
 
     def release(self, lane: Lane, now: float | None = None) -> str:
@@ -216,7 +217,7 @@ class StreamState:
                 self.tokens_total += n
             lane.chars += len(out)
             if lane.captured is not None:
-                lane.captured.append(out)
+                lane.captured.write(out)
         return out
 
     def held_lanes(self) -> list[Lane]:
@@ -398,7 +399,7 @@ class StreamState:
     def output_text(self) -> dict[str, str] | str:
         """Delivered text per lane ("0.content", ...); a plain str for the one-choice case."""
         texts = {
-            f"{ln.index}.{CHANNEL_NAMES[key % 4]}": "".join(ln.captured)
+            f"{ln.index}.{CHANNEL_NAMES[key % 4]}": ln.captured.getvalue()
             for key, ln in sorted(self.lanes.items())
             if ln.captured is not None
         }
@@ -412,9 +413,7 @@ def delivered_text(state: StreamState) -> str | dict[str, str]:
     texts: dict[str, str] = {}
     for key, ln in sorted(state.lanes.items()):
         if key % 4 == CONTENT and ln.captured is not None:
-            if len(ln.captured) > 1:
-                ln.captured[:] = ["".join(ln.captured)]
-            texts[str(ln.index)] = ln.captured[0] if ln.captured else ""
+            texts[str(ln.index)] = ln.captured.getvalue()
     if list(texts) in ([], ["0"]):
         return texts.get("0", "")
     return texts
