@@ -135,14 +135,13 @@ class Run:
     def __del__(self) -> None:
         # Both the proxy and its generator are gone. A generator that ran recorded its own end
         # (GeneratorExit); getting here unfinished means the stream was never iterated.
-        state = self.state
-        if not state.finished:
-            if self.started:
-                self.finish("cancelled", "gc")
-            else:
-                self.finish("abandoned", "gc")
-            if not self.is_async:
-                _close_quietly(self.stream)
+        try:
+            if not self.state.finished:
+                self.finish("cancelled" if self.started else "abandoned", "gc")
+                if not self.is_async:
+                    _close_quietly(self.stream)
+        except Exception:  # interpreter shutdown: logging and sockets may be gone already
+            pass
 
 
 def _source(stream: Any) -> Any:
@@ -621,7 +620,9 @@ class ResponseProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         return await self.__wrapped__.__aexit__(*exc_info)
 
     def __del__(self) -> None:
-        if self._self_parsed is None and not self._self_state.finished:
-            # The caller read the raw body itself; streamtap saw no chunks to time.
-            self._self_state.finish("ok", "raw", _clock())
-            _log.emit(self._self_state)
+        try:
+            if self._self_parsed is None and self._self_state.finish("ok", "raw", _clock()):
+                # The caller read the raw body itself; streamtap saw no chunks to time.
+                _log.emit(self._self_state)
+        except Exception:  # interpreter shutdown
+            pass
