@@ -49,7 +49,7 @@ def test_timing_fields() -> None:
     """Time to first chunk/token, decode duration and gaps come from the marks given."""
     t = Timing(start=10.0)
     t.first_chunk = t.last_chunk = 10.5
-    t.token(10.7)
+    t.first_token = 10.7
     for now in (10.8, 11.0, 11.4):
         t.gaps.add(now - (t.last_chunk or 0))
         t.last_chunk = now

@@ -201,7 +201,7 @@ _preload_lock = threading.Lock()
 _overrides: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "streamtap_overrides", default=None
 )
-_derived: dict[tuple[int, tuple[tuple[str, Any], ...]], Resolved] = {}
+_derived: dict[tuple[Options, tuple[tuple[str, Any], ...]], Resolved] = {}
 _derived_lock = threading.Lock()
 
 
@@ -224,11 +224,11 @@ def effective(resolved: Resolved) -> Resolved:
     if not over:
         return resolved
     try:
-        key = (id(resolved), tuple(sorted((k, _hashable(v)) for k, v in over.items())))
-    except TypeError:
+        key = (resolved.options, tuple(sorted((k, _hashable(v)) for k, v in over.items())))
+        found = _derived.get(key)
+    except TypeError:  # an unhashable option value: resolve afresh
         return Resolved(make_options(resolved.options, **over))
-    found = _derived.get(key)
-    if found is None or found.options is None:
+    if found is None:
         found = Resolved(make_options(resolved.options, **over))
         with _derived_lock:
             if len(_derived) > 512:

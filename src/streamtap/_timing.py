@@ -113,10 +113,6 @@ class Timing:
             self.gaps.add(now - last)
         self.last_chunk = now
 
-    def token(self, now: float) -> None:
-        if self.first_token is None:
-            self.first_token = now
-
     def fields(self) -> dict[str, float | None]:
         start = self.start
         end = self.end
