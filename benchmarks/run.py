@@ -515,30 +515,30 @@ def bench_concurrency(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"streams": streams, "n": n, "delay": delay, "ramp": ramp, "runs": []}
     # Client on CPU 0, server on CPU 1, so neither starves the other of a core.
     client_prefix = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+
+    def args(urls: dict[str, str]) -> list[str]:
+        """The workload's options shared by every concurrency run."""
+        return [
+            "--url",
+            urls["conc"],
+            "--n",
+            str(n),
+            "--delay",
+            str(delay),
+            "--streams",
+            str(streams),
+            "--ramp",
+            str(ramp),
+            "--max-seconds",
+            "120",
+        ]
+
     order = ["raw", "all"] if quick else ["raw", "all", "all", "raw"]
     with server(python, ["--n", str(n), "--delay", str(delay)], "_aserver.py", cpu=1) as urls:
         for v in order:
             log(f"concurrency: {streams} async streams, {v} (asyncio loopback server)")
             r = run_json(
-                [
-                    python,
-                    str(HERE / "_live.py"),
-                    "concurrency",
-                    "--variant",
-                    v,
-                    "--url",
-                    urls["conc"],
-                    "--n",
-                    str(n),
-                    "--delay",
-                    str(delay),
-                    "--streams",
-                    str(streams),
-                    "--ramp",
-                    str(ramp),
-                    "--max-seconds",
-                    "120",
-                ],
+                [python, str(HERE / "_live.py"), "concurrency", "--variant", v, *args(urls)],
                 python,
                 timeout=300,
                 prefix=client_prefix,
@@ -551,25 +551,7 @@ def bench_concurrency(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
         with server(python, ["--spec", spec], cpu=1) as urls:
             log(f"concurrency: {streams} async streams, raw, against FakeServer")
             r = run_json(
-                [
-                    python,
-                    str(HERE / "_live.py"),
-                    "concurrency",
-                    "--variant",
-                    "raw",
-                    "--url",
-                    urls["conc"],
-                    "--n",
-                    str(n),
-                    "--delay",
-                    str(delay),
-                    "--streams",
-                    str(streams),
-                    "--ramp",
-                    str(ramp),
-                    "--max-seconds",
-                    "120",
-                ],
+                [python, str(HERE / "_live.py"), "concurrency", "--variant", "raw", *args(urls)],
                 python,
                 timeout=300,
                 prefix=client_prefix,

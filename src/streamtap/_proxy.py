@@ -139,7 +139,7 @@ class Run:
             if not self.state.finished:
                 self.finish("cancelled" if self.started else "abandoned", "gc")
                 if not self.is_async:
-                    _close_quietly(self.stream)
+                    close_quietly(self.stream)
         except Exception:  # interpreter shutdown: logging and sockets may be gone already
             pass
 
@@ -221,7 +221,7 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
         run.finish_exhausted()
     except GeneratorExit:
         run.finish("cancelled", run.end_of_iteration())
-        _close_quietly(run.stream)
+        close_quietly(run.stream)
         raise
     except BaseException as err:  # KeyboardInterrupt, SystemExit: the caller is leaving
         if not state.finished:
@@ -327,7 +327,7 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
         run.finish("cancelled", run.end_of_iteration())
         if reader is not None:
             reader.cancel()
-        await _aclose_quietly(run.stream)
+        await aclose_quietly(run.stream)
         raise
     except BaseException as err:
         if not state.finished:
@@ -469,14 +469,14 @@ def _flush(run: Run, now: float | None = None) -> list[Any]:
         return []
 
 
-def _close_quietly(stream: Any) -> None:
+def close_quietly(stream: Any) -> None:
     try:
         stream.close()
     except Exception:  # closing an already broken connection: nothing left to release
         pass
 
 
-async def _aclose_quietly(stream: Any) -> None:
+async def aclose_quietly(stream: Any) -> None:
     try:
         await stream.close()
     except Exception:

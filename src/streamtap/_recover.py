@@ -20,6 +20,8 @@ import tenacity
 
 from . import _resume
 from ._exceptions import Diverged, ErrorObject, IncompleteStream, interrupted
+from ._openai import endpoint_key
+from ._proxy import aclose_quietly, close_quietly
 from ._resume import Budget, Failure
 from ._state import CONTENT, REASONING, REFUSAL, StreamState, delivered_text
 
@@ -315,7 +317,7 @@ class Resumer:
             maximum=o.backoff_max,
         )
         self.diverged = False
-        self.endpoint = _endpoint(call.client)
+        self.endpoint = endpoint_key(call.client)
         self.prefill_style = _prefill_style(call.client, o.prefill)
         self.stamp: tuple[Any, Any, Any] | None = None
 
@@ -462,7 +464,7 @@ class Resumer:
             plan = self._next(run, failure, last)
             if plan is None:
                 return self._give_up(run, last, failure)
-            _close(run.stream)  # only now: a stream we do not resume is read on to its end
+            close_quietly(run.stream)  # only now: a stream we do not resume is read on to its end
             strategy, wait, kwargs = plan
             time.sleep(wait)
             try:
@@ -486,7 +488,7 @@ class Resumer:
             plan = self._next(run, failure, last)
             if plan is None:
                 return self._give_up(run, last, failure)
-            await _aclose(run.stream)
+            await aclose_quietly(run.stream)
             strategy, wait, kwargs = plan
             await asyncio.sleep(wait)
             try:
@@ -534,20 +536,6 @@ async def _retrying_async(create: Any, args: Any, kwargs: dict[str, Any]) -> Any
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _close(stream: Any) -> None:
-    try:
-        stream.close()
-    except Exception:
-        pass
-
-
-async def _aclose(stream: Any) -> None:
-    try:
-        await stream.close()
-    except Exception:
-        pass
-
-
 def _lane_text(state: StreamState, key: int) -> str:
     lane = state.lanes.get(key)
     return lane.captured.getvalue() if lane is not None and lane.captured is not None else ""
@@ -559,13 +547,6 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _endpoint(client: Any) -> str:
-    try:
-        return str(client.base_url)
-    except Exception:
-        return ""
 
 
 def _prefill_style(client: Any, configured: str | None) -> str | None:
