@@ -48,11 +48,10 @@ def test_empty_and_reading_mid_stream() -> None:
 def test_timing_fields() -> None:
     """Time to first chunk/token, decode duration and gaps come from the marks given."""
     t = Timing(start=10.0)
-    t.first_chunk = t.last_chunk = 10.5
+    t.chunk(10.5)
     t.first_token = 10.7
     for now in (10.8, 11.0, 11.4):
-        t.gaps.add(now - (t.last_chunk or 0))
-        t.last_chunk = now
+        t.chunk(now)
     t.end = 11.5
     f = t.fields()
     assert f["gen_ai.response.time_to_first_chunk"] == 0.5
@@ -60,3 +59,27 @@ def test_timing_fields() -> None:
     assert math.isclose(f["streamtap.decode_duration"] or 0, 0.7)
     assert math.isclose(f["streamtap.duration"] or 0, 1.5)
     assert math.isclose(f["streamtap.gap.max"] or 0, 0.4)
+
+
+@given(
+    st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1, max_size=60),
+    st.lists(st.integers(min_value=0, max_value=60), max_size=5),
+)
+def test_timing_folds_arrivals_into_the_same_gaps(times: list[float], folds: list[int]) -> None:
+    """Folding the arrival times in batches, at any points, gives the gaps of consecutive
+    arrivals, and the last arrival is always known."""
+    arrivals = [sum(times[: i + 1]) for i in range(len(times))]
+    t = Timing(start=0.0)
+    g = GapStats()
+    for i, now in enumerate(arrivals):
+        t.chunk(now)
+        if i:
+            g.add(now - arrivals[i - 1])
+        if i in folds:
+            t.fold()
+        assert t.last_chunk == now
+    f = t.fields()
+    assert t.first_chunk == arrivals[0]
+    assert t.gaps.count == len(arrivals) - 1
+    assert f["streamtap.gap.max"] == (g.max if g.count else None)
+    assert f["streamtap.gap.p95"] == g.quantile(0.95)

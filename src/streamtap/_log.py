@@ -82,11 +82,12 @@ def debug_enabled(state: StreamState) -> bool:
 
 def chunk_event(state: StreamState, now: float) -> None:
     """A per-chunk debug event (only called when `debug_enabled`)."""
+    total, last = state.live_tokens()
     fields = {
         "streamtap.chunk_index": state.chunk_count,
         "streamtap.elapsed": now - state.timing.start,
-        "streamtap.chunk_tokens": state.last_chunk_tokens,
-        "streamtap.tokens_total": state.tokens_total,
+        "streamtap.chunk_tokens": last,
+        "streamtap.tokens_total": total,
         "gen_ai.request.model": state.request.get("gen_ai.request.model"),
     }
     target = state.resolved.options.logger

@@ -15,7 +15,11 @@ from urllib.parse import urlsplit
 from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
-_CONTENT_ONLY = frozenset({"content"})
+CONTENT_ONLY = frozenset({"content"})
+_ONLY_CHOICE_0 = frozenset({0})
+# Arrival times and delivered text are accounted for in batches, every 512 chunks (and before
+# anything reads them).
+SETTLE_MASK = 511
 
 
 DELIVER, SKIP, ERROR = 1, 0, 2
@@ -27,15 +31,61 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
     Returns DELIVER, SKIP (the hidden usage chunk) or ERROR: the "chunk" is an in-band error
     object (`{"object": "error", ...}`, as vLLM sends), which the SDK does not raise for.
     """
-    state.chunk_count += 1
-    # Timing.chunk, inlined: this runs for every chunk of every stream.
+    lane = state.fast
+    if lane is not None:
+        # The short path: this runs for nearly every chunk of nearly every stream, so it reads
+        # as little as can tell the chunk apart from the common shape (one choice at index 0,
+        # a `content` delta and nothing else, no finish, usage or logprobs) and leaves
+        # everything else to the full path below. Missing keys go there too.
+        d = chunk.__dict__
+        try:
+            choices = d["choices"]
+            if len(choices) == 1 and d["usage"] is None and d["object"] != "error":
+                cd = choices[0].__dict__
+                delta = cd["delta"]
+                if (
+                    cd["finish_reason"] is None
+                    and cd["logprobs"] is None
+                    and cd["index"] == 0
+                    and delta.__pydantic_fields_set__ == CONTENT_ONLY
+                    and not delta.__pydantic_extra__
+                ):
+                    dd = delta.__dict__
+                    text = dd["content"]
+                else:
+                    text = None
+            else:
+                text = None
+        except (KeyError, TypeError, AttributeError):
+            text = None
+        if type(text) is str:
+            n = state.chunk_count + 1
+            state.chunk_count = n
+            state.arrivals.append(now)
+            seg = lane.seg
+            out = seg.push(text, now) if seg is not None else text
+            if out:
+                if out is not text:
+                    dd["content"] = out
+                lane.pending.append(out)
+                lane.last_at = n
+            elif text:
+                dd["content"] = out
+            if not n & SETTLE_MASK:
+                state.settle()
+            return DELIVER
+    return _process_chunk(state, chunk, now, hide_usage)
+
+
+def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
+    n = state.chunk_count + 1
+    state.chunk_count = n
     timing = state.timing
-    last = timing.last_chunk
-    if last is None:
+    if timing.first_chunk is None:
         timing.first_chunk = now
-    else:
-        timing.gaps.add(now - last)
-    timing.last_chunk = now
+    state.arrivals.append(now)
+    if not n & SETTLE_MASK:
+        state.settle()
     d = chunk.__dict__
     if d.get("object") == "error":
         return ERROR
@@ -58,16 +108,22 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
         extra = chunk.__pydantic_extra__
         if extra and "x_groq" in extra:  # (OpenAI's `obfuscation` fills extra on every chunk)
             usage = _groq_usage(extra)
-    # Roll this chunk's token count into the totals.
-    n = state.chunk_tokens
-    state.last_chunk_tokens = n
-    if n:
-        state.tokens_total += n
-        state.chunk_tokens = 0
     if usage is not None:
         state.usage = usage_dict(usage)
-        if hide_usage and not choices:
-            return SKIP
+    # The short path may take the next chunk when this one left the common shape in place.
+    lanes = state.lanes
+    state.fast = (
+        lanes.get(0)
+        if len(lanes) == 1
+        and state.choice_indexes == _ONLY_CHOICE_0
+        and not state.tool_calls_seen
+        and not state.finish_reasons
+        and state.response_id is not None
+        and state.response_model is not None
+        else None
+    )
+    if usage is not None and hide_usage and not choices:
+        return SKIP
     return DELIVER
 
 
@@ -98,7 +154,7 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
                         extra[field] = out
         # Most deltas carry only `content`: then there is no refusal, tool call or audio to
         # look for (extra fields are not in the set; the reasoning check above covers them).
-        if delta.__pydantic_fields_set__ != _CONTENT_ONLY:
+        if delta.__pydantic_fields_set__ != CONTENT_ONLY:
             refusal = dd.get("refusal")
             if refusal:
                 lane = state.lane(index, REFUSAL, "refusal")
@@ -295,13 +351,7 @@ def record_completion(state: StreamState, completion: Any) -> None:
             text = message.__dict__.get("content")
             if isinstance(text, str) and text:
                 lane = state.lane(index, CONTENT, "content")
-                if lane.counter is not None:
-                    n = lane.counter.feed(text)
-                    lane.tokens += n
-                    state.tokens_total += n
-                lane.chars += len(text)
-                if lane.captured is not None:
-                    lane.captured.write(text)
+                lane.pending.append(text)
     usage = d.get("usage")
     if usage is not None:
         state.usage = usage_dict(usage)

@@ -229,7 +229,7 @@ class _Call:
         state = self.state
         try:
             record_completion(state, result)
-            state.timing.first_chunk = state.timing.last_chunk = _clock()
+            state.timing.chunk(_clock())
         except Exception as exc:
             internal_error("recording a completion", exc)
         if state.finish("ok", "response", _clock()):

@@ -559,6 +559,7 @@ class Segmenter:
         "_kind",
         "_marks",
         "_max_chars",
+        "_room",
         "_t0",
         "hold_count",
         "hold_max",
@@ -573,6 +574,7 @@ class Segmenter:
     _kind: int
     _hold_s: float
     _max_chars: int
+    _room: int
     _held: str
     _t0: float
     _marks: list[tuple[int, float]]
@@ -614,6 +616,8 @@ class Segmenter:
         self._kind = policy._kind
         self._hold_s = float(hold_max_seconds)
         self._max_chars = hold_max_chars
+        # The longest word the hot path may hold back (-1: none, when nothing may wait).
+        self._room = hold_max_chars if self._hold_s > 0 else -1
         self._held = ""
         self._t0 = 0.0  # arrival time of held[0]
         self._marks = []  # (offset in held, arrival time) of later pieces still held
@@ -834,49 +838,61 @@ class _WordSegmenter(Segmenter):
     def push(self, text: str, now: float) -> str:
         """Add ``text`` (arrived at ``now``) and return what may be emitted now (maybe ``""``)."""
         held = self._held
+        # The two shapes most deltas have come first, with as few calls as possible: this runs
+        # for every chunk of every stream.
+        i = text.rfind(" ")
         if text.isascii():
-            if not text:
-                return self.poll(now) if held else ""
-            if text[-1] in "\n\x0b\x0c":
-                # Ends in a mandatory break: everything goes (no copy if nothing was held).
-                return self._all(held, text, now)
-            i = text.rfind(" ")
             if i >= 0:
-                if i < len(text) - 1:
-                    rest = text[i + 1 :]
-                    if rest.isalnum():
-                        # "... <letters/digits>": the rightmost boundary is after that space.
-                        # (This is _split() inlined: the hottest path of all.)
-                        if len(rest) > self._max_chars or self._hold_s <= 0:
-                            return self._split(held, text, i + 1, rest, now)
-                        if held:
-                            wait = now - self._t0
-                            if wait > self.hold_max:
-                                self.hold_max = wait
-                            self.hold_sum += wait
-                            if self._marks:
-                                self._marks = []
-                            out = held + text[: i + 1]
-                        else:
-                            out = text[: i + 1]
-                        self.hold_count += 1
-                        self._held = rest
-                        self._t0 = now
-                        self._g = len(rest) - 1
-                        return out
+                rest = text[i + 1 :]
+                if rest.isalnum():
+                    # "... <letters/digits>": the rightmost boundary is after that space.
+                    # (This is _split() inlined: the hottest path of all.)
+                    n = len(rest)
+                    if n > self._room:
+                        return self._split(held, text, i + 1, rest, now)
+                    if held:
+                        wait = now - self._t0
+                        if wait > self.hold_max:
+                            self.hold_max = wait
+                        self.hold_sum += wait
+                        if self._marks:
+                            self._marks = []
+                        out = held + text[: i + 1]
+                    else:
+                        out = text[: i + 1]
+                    self.hold_count += 1
+                    self._held = rest
+                    self._t0 = now
+                    self._g = n - 1
+                    return out
+                if text[-1] in "\n\x0b\x0c":
+                    # Ends in a mandatory break: everything goes (no copy if nothing was held).
+                    return self._all(held, text, now)
+            elif not text:
+                return self.poll(now) if held else ""
+            elif text.isalnum():
+                if held:
+                    # Only the seam can be a boundary: the new text is one word.
+                    before = held[-1]
+                    if before in _A_SPACE:
+                        # Whitespace, then letters: a boundary.
+                        return self._split(held, "", 0, text, now)
+                    if before in _A_JOIN or (before.isalpha() and before < _SIMPLE_ALPHA_END):
+                        # The word goes on ("instrument" + "ation"): hold it all, unless a
+                        # bound says otherwise (then _commit decides).
+                        b = held + text
+                        nb = len(b)
+                        if nb <= self._max_chars and now < self._t0 + self._hold_s:
+                            self._marks.append((len(held), now))
+                            self._held = b
+                            self._g = nb - 1
+                            return ""
+                        return self._commit(b, len(held), 0, nb - 1, now)
+            elif text[-1] in "\n\x0b\x0c":
+                return self._all(held, text, now)
             elif len(text) == 1 and text in _A_PUNCT and held and held.isascii():
                 if held[-1] not in _A_SPACE:
                     # "word" + ",": the only candidate, the seam, is rejected by the policy.
-                    b = held + text
-                    return self._commit(b, len(held), 0, len(b) - 1, now)
-            elif text.isalnum() and held:
-                # Only the seam can be a boundary: the new text is one word.
-                before = held[-1]
-                if before in _A_SPACE:
-                    # Whitespace, then letters: a boundary.
-                    return self._split(held, "", 0, text, now)
-                if before in _A_JOIN or (before.isalpha() and before < _SIMPLE_ALPHA_END):
-                    # The word goes on ("instrument" + "ation").
                     b = held + text
                     return self._commit(b, len(held), 0, len(b) - 1, now)
         else:

@@ -26,9 +26,25 @@ CHANNEL_NAMES = ("content", "reasoning", "refusal")
 
 
 class Lane:
-    """One text channel of one choice: its segmenter, token counter and delivered length."""
+    """One text channel of one choice: its segmenter, token counter and delivered text.
 
-    __slots__ = ("captured", "chars", "counter", "field", "index", "seg", "tokens")
+    Text delivered to the caller is only appended to `pending` on the hot path (one list
+    append per chunk); `StreamState.settle()` accounts for it in batches: characters, tokens
+    and the captured copy are exact after a settle, which every reader does first.
+    """
+
+    __slots__ = (
+        "captured",
+        "chars",
+        "counter",
+        "field",
+        "index",
+        "last_at",
+        "last_tokens",
+        "pending",
+        "seg",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -42,11 +58,36 @@ class Lane:
         self.field = field  # name of the delta attribute this lane's text travels in
         self.seg = seg
         self.counter = counter
+        self.pending: list[str] = []  # delivered, not yet accounted for (see settle)
+        self.last_at = 0  # chunk number of the latest chunk that delivered text here
+        self.last_tokens = 0  # tokens of that chunk's text, when it was settled already
         self.chars = 0  # characters delivered to the caller so far
         self.tokens = 0
         # The delivered text, kept only when needed (resume, log_content). A StringIO: writing
         # a piece is one C call and the whole text is built once, not re-joined as it grows.
         self.captured: io.StringIO | None = io.StringIO() if capture else None
+
+    def fold(self, keep: int = 0) -> int:
+        """Account for the pending text but its last `keep` pieces; returns the new tokens."""
+        pending = self.pending
+        if len(pending) <= keep:
+            return 0
+        if keep:
+            text = "".join(pending[:-keep])
+            del pending[:-keep]
+        else:
+            text = pending[0] if len(pending) == 1 else "".join(pending)
+            pending.clear()
+        self.chars += len(text)
+        cap = self.captured
+        if cap is not None:
+            cap.write(text)
+        counter = self.counter
+        if counter is None:
+            return 0
+        n = counter.feed(text)
+        self.tokens += n
+        return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +102,7 @@ class StreamStats:
     tokens: int
     """Tokens of the text delivered so far (exact: the pending tail is counted too)."""
     last_chunk_tokens: int
-    """Tokens the most recent chunk finalized."""
+    """Tokens the most recent chunk's text added to `tokens` (0 when it delivered no text)."""
     token_source: str | None
     held_chars: int
     """Characters the word buffer holds back right now."""
@@ -76,18 +117,18 @@ class StreamState:
 
     __slots__ = (
         "_counter_factory",
+        "arrivals",
         "attempts",
         "choice_indexes",
         "chunk_count",
-        "chunk_tokens",
         "end",
         "error_type",
         "exact_tokens",
+        "fast",
         "finish_reasons",
         "finished",
         "input_messages",
         "lanes",
-        "last_chunk_tokens",
         "outcome",
         "request",
         "request_id",
@@ -114,11 +155,13 @@ class StreamState:
         self.resolved = resolved
         self.request = request  # static fields of the event (model, server, provider, ...)
         self.timing = Timing(start)
+        self.arrivals = self.timing.arrivals  # the hot path appends to it directly
         self.lanes: dict[int, Lane] = {}
         self.chunk_count = 0
-        self.tokens_total = 0
-        self.chunk_tokens = 0  # tokens finalized by the chunk being processed
-        self.last_chunk_tokens = 0
+        self.tokens_total = 0  # tokens of the settled text (see Lane)
+        # The one content lane while the stream keeps the common shape (one choice, text
+        # only): then `_openai.process_chunk` takes its short path. None otherwise.
+        self.fast: Lane | None = None
         self.finish_reasons: dict[int, str] = {}
         self.choice_indexes: set[int] = set()
         self.usage: dict[str, int] | None = None
@@ -183,24 +226,17 @@ class StreamState:
     def text(self, lane: Lane, text: str, now: float) -> str:
         """Account for a text delta and return what the caller may see now.
 
-        Tokens are counted on the text as it is *delivered*: the sum over a stream is still the
-        count of the whole answer, and text a resume discards or a replay skips is never
-        counted twice.
+        Tokens are counted on the text as it is *delivered* (at the next settle): the sum over
+        a stream is still the count of the whole answer, and text a resume discards or a
+        replay skips is never counted twice.
         """
         if self.timing.first_token is None:
             self.timing.first_token = now
         seg = lane.seg
         out = seg.push(text, now) if seg is not None else text
         if out:
-            counter = lane.counter
-            if counter is not None:
-                n = counter.feed(out)
-                lane.tokens += n
-                self.chunk_tokens += n
-            lane.chars += len(out)
-            cap = lane.captured
-            if cap is not None:
-                cap.write(out)
+            lane.pending.append(out)
+            lane.last_at = self.chunk_count
         return out
 
     def release(self, lane: Lane, now: float | None = None) -> str:
@@ -210,15 +246,55 @@ class StreamState:
             return ""
         out = seg.flush(time.perf_counter()) if now is None else seg.poll(now)
         if out:
-            counter = lane.counter
-            if counter is not None:
-                n = counter.feed(out)
-                lane.tokens += n
-                self.tokens_total += n
-            lane.chars += len(out)
-            if lane.captured is not None:
-                lane.captured.write(out)
+            lane.pending.append(out)
+            lane.last_at = self.chunk_count
         return out
+
+    def settle(self) -> None:
+        """Account for everything delivered so far (see Lane) and fold the arrival times.
+
+        The latest chunk's piece of text stays pending, so that its token count can still be
+        told apart (`snapshot`); `final_tokens` takes it too.
+        """
+        self.timing.fold()
+        n = self.chunk_count
+        total = 0
+        for ln in self.lanes.values():
+            if ln.pending:
+                if ln.last_at == n:
+                    total += ln.fold(keep=1)
+                else:
+                    total += ln.fold()
+        self.tokens_total += total
+
+    def settle_all(self) -> None:
+        """Account for every piece of delivered text (readers of text and counts call this)."""
+        self.timing.fold()
+        total = 0
+        for ln in self.lanes.values():
+            if ln.pending:
+                total += ln.fold()
+        self.tokens_total += total
+
+    def live_tokens(self) -> tuple[int, int]:
+        """(tokens so far, pending tails included; tokens the latest chunk added). Exact."""
+        self.settle()
+        n = self.chunk_count
+        total = 0
+        last = 0
+        for ln in self.lanes.values():
+            c = ln.counter
+            if c is None:
+                continue
+            if ln.pending and ln.last_at == n:
+                before = c.peek()
+                self.tokens_total += ln.fold()
+                after = c.peek()
+                last += after - before
+                total += after
+            else:
+                total += c.peek()
+        return total, last
 
     def held_lanes(self) -> list[Lane]:
         return [ln for ln in self.lanes.values() if ln.seg is not None and ln.seg.held_chars]
@@ -273,6 +349,7 @@ class StreamState:
 
     def final_tokens(self) -> int:
         """Count the pending tails (once, at the end) and return the stream's total."""
+        self.settle_all()
         extra = 0
         for ln in self.lanes.values():
             c = ln.counter
@@ -284,6 +361,7 @@ class StreamState:
         return self.tokens_total
 
     def snapshot(self, now: float) -> StreamStats:
+        tokens, last = self.live_tokens()
         t = self.timing
         held = sum(ln.seg.held_chars for ln in self.lanes.values() if ln.seg is not None)
         factory = self._counter_factory
@@ -292,8 +370,8 @@ class StreamState:
             time_to_first_chunk=None if t.first_chunk is None else t.first_chunk - t.start,
             time_to_first_token=None if t.first_token is None else t.first_token - t.start,
             elapsed=(t.end if t.end is not None else now) - t.start,
-            tokens=self.exact_tokens or self._tokens_so_far(),
-            last_chunk_tokens=self.last_chunk_tokens,
+            tokens=self.exact_tokens or tokens,
+            last_chunk_tokens=last,
             token_source="exact" if self.exact_tokens else (factory.source if factory else None),
             held_chars=held,
             retries=self.retries,
@@ -301,13 +379,10 @@ class StreamState:
             usage=dict(self.usage) if self.usage else None,
         )
 
-    def _tokens_so_far(self) -> int:
-        """Exact count of the text delivered so far, pending tail included (no side effects)."""
-        return sum(ln.counter.peek() for ln in self.lanes.values() if ln.counter is not None)
-
     def summary(self) -> dict[str, Any]:
         """The canonical event (docs/events.md). Call once, after `finish`."""
         o = self.resolved.options
+        self.settle_all()
         counted = self.final_tokens() if self._counter_factory is not None else None
         ev: dict[str, Any] = {
             "streamtap.schema_version": SCHEMA_VERSION,
@@ -398,6 +473,7 @@ class StreamState:
 
     def output_text(self) -> dict[str, str] | str:
         """Delivered text per lane ("0.content", ...); a plain str for the one-choice case."""
+        self.settle_all()
         texts = {
             f"{ln.index}.{CHANNEL_NAMES[key % 4]}": ln.captured.getvalue()
             for key, ln in sorted(self.lanes.items())
@@ -410,6 +486,7 @@ class StreamState:
 
 def delivered_text(state: StreamState) -> str | dict[str, str]:
     """The answer text the caller received: a str, or per choice index for n > 1."""
+    state.settle_all()
     texts: dict[str, str] = {}
     for key, ln in sorted(state.lanes.items()):
         if key % 4 == CONTENT and ln.captured is not None:

@@ -113,6 +113,8 @@ import types
 import unicodedata
 from collections.abc import Callable
 from functools import partial
+from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
 
@@ -462,24 +464,43 @@ class _SegmentCounter:
         if not text:
             return 0
         try:
-            window = self._last + text
-            self._last = text[-1]
-            if self._count is None:
+            count = self._count
+            if count is None:
                 self._parts.append(text)
                 return 0
-            if window.isascii():
-                mb = _LAST_BREAK_ASCII.search(window.encode().translate(_ASCII_CLASSES)[::-1])
-                pos = -1 if mb is None else mb.start()
+            last = self._last
+            spaced = count.spaced if isinstance(count, _CountCache) else None
+            cut = _words(text, last) if spaced is not None else None
+            if spaced is not None and cut is not None and len(cut[0]) > 1:
+                words, marked = cut
+                head = words[0]
+                tail = " " + words.pop()
+                if marked:
+                    head = head.replace(_MARK, " ")
+                    tail = tail.replace(_MARK, " ")
+                parts = self._parts
+                if parts:
+                    head = "".join(parts) + head if head else "".join(parts)
+                # `spaced` takes the marked words as they are: only _words makes its keys.
+                n = count(head) + sum(map(spaced.__getitem__, islice(words, 1, None)))
             else:
-                ms = _LAST_BREAK.search(window.translate(_CLASSES)[::-1])
-                pos = -1 if ms is None else ms.start()
-            if pos < 0:
-                self._parts.append(text)
-                return 0
-            k = len(text) - 1 - pos  # first index of the new pending tail, in text
-            parts = self._parts
-            n = self._count("".join(parts) + text[:k] if parts else text[:k])
-            self._parts = [text[k:]]  # only once counted: _degrade relies on it
+                window = last + text
+                if window.isascii():
+                    mb = _LAST_BREAK_ASCII.search(window.encode().translate(_ASCII_CLASSES)[::-1])
+                    pos = -1 if mb is None else mb.start()
+                else:
+                    ms = _LAST_BREAK.search(window.translate(_CLASSES)[::-1])
+                    pos = -1 if ms is None else ms.start()
+                if pos < 0:
+                    self._parts.append(text)
+                    self._last = text[-1]
+                    return 0
+                k = len(text) - 1 - pos  # first index of the new pending tail, in text
+                parts = self._parts
+                n = count("".join(parts) + text[:k] if parts else text[:k])
+                tail = text[k:]
+            self._parts = [tail]  # only once counted: _degrade relies on it
+            self._last = text[-1]
             self._total += n
             return n
         except Exception as exc:
@@ -504,7 +525,7 @@ class _SegmentCounter:
             return total
         try:
             tail = "".join(self._parts)
-            return total + (self._count or self._final_count)(tail)
+            return total + (self._final_count if self._count is None else self._count)(tail)
         except Exception as exc:
             if _strict():
                 raise
@@ -520,7 +541,7 @@ class _SegmentCounter:
         self._parts = []
         self._last = ""
         try:
-            n = (self._count or self._final_count)(tail)
+            n = (self._final_count if self._count is None else self._count)(tail)
         except Exception as exc:
             return self._degrade(exc, tail)
         self._total += n
@@ -641,22 +662,89 @@ def _cached_encode_count(enc: Any) -> Callable[[str], int]:
     return _cached(lambda segment: len(encode(segment)))
 
 
-def _cached(count: Callable[[str], int]) -> Callable[[str], int]:
-    """``count`` with a bounded cache for short segments (" the", ",", "\\n\\n"...), shared by
-    the counters of one factory; plain dict operations, safe across threads."""
-    cache: dict[str, int] = {}
+def _words(text: str, last: str) -> tuple[list[str], bool] | None:
+    """``text`` cut before every space that has a hard break before it (R1: the space follows a
+    letter, digit, mark or punctuation), with ``last`` the character before ``text``; None if
+    ``text`` holds the mark character. Every piece but the first starts after a cut space,
+    which the pieces leave out (``spaced`` counts it). ``str.split`` and ``str.replace`` do
+    the work in C; Python looks only at the rare spaces after whitespace or non-ASCII.
 
-    def cached_count(segment: str) -> int:
-        n = cache.get(segment)
-        if n is None:
-            n = count(segment)
-            if len(segment) <= _CACHE_MAX_CHARS:
-                if len(cache) >= _CACHE_MAX_ENTRIES:
-                    cache.clear()
-                cache[segment] = n
+    Spaces that are not cut are marked (`_MARK`) in the pieces; the flag says if any is.
+    """
+    if _MARK in text:
+        return None
+    t = text
+    marked = False
+    # Spaces after whitespace (indentation, double spaces) are no breaks: hide them from
+    # split() behind a mark (the counts put the spaces back).
+    for pair in _NO_BREAK_PAIRS:
+        if pair in t:
+            t = t.replace(pair, pair[0] + _MARK)
+            marked = True
+    if marked:
+        while _MARK_SPACE in t:
+            t = t.replace(_MARK_SPACE, _MARK + _MARK)
+    if t[0] == " " and last and _CLASSES[ord(last)] not in _BEFORE_SPACE_OK:
+        t = _MARK + t[1:]
+        marked = True
+    words = t.split(" ")
+    if not t.isascii():
+        # A space after non-ASCII whitespace or an uncertain character is no break either.
+        # Look at each distinct last character once (in C: a set of one-character slices).
+        ends = set(map(_LAST_CHAR, words))
+        bad = {ch for ch in ends if ch and _CLASSES[ord(ch)] not in _BEFORE_SPACE_OK}
+        if bad:
+            merged = [words[0]]
+            for w in islice(words, 1, None):
+                prev = merged[-1]
+                if prev and prev[-1] in bad:
+                    merged[-1] = prev + _MARK + w
+                else:
+                    merged.append(w)
+            words = merged
+            marked = True
+    return words, marked
+
+
+# A space after whitespace: no hard break before it.
+_NOT_BEFORE_SPACE: Final = " \t\n\r\x0b\x0c"
+_LAST_CHAR: Final = itemgetter(slice(-1, None))
+_BEFORE_SPACE_OK: Final = "LNMOA"  # classes x of rule R1
+_NO_BREAK_PAIRS: Final = tuple(c + " " for c in _NOT_BEFORE_SPACE)
+_MARK: Final = "\x01"  # never in the text when used (checked)
+_MARK_SPACE: Final = _MARK + " "
+
+
+class _CountCache(dict[str, int]):
+    """``count`` with a bounded cache for short segments (" the", ",", "\\n\\n"...), shared by
+    the counters of one factory. Calling it is a plain dict lookup (C) on a hit, so a counter can
+    ``sum(map(cache, segments))`` without running Python per segment; safe across threads."""
+
+    __slots__ = ("_count", "spaced")
+
+    def __init__(self, count: Callable[[str], int], spaced: bool = True) -> None:
+        super().__init__()
+        self._count = count
+        # The same for " " + word, keyed by the word (so `str.split(" ")` output is the key).
+        self.spaced = _CountCache(self._count_spaced, spaced=False) if spaced else None
+
+    def _count_spaced(self, word: str) -> int:
+        # Keys come from _words only: a mark in them always stands for a space.
+        return self(" " + word.replace(_MARK, " "))
+
+    __call__ = dict.__getitem__
+
+    def __missing__(self, segment: str) -> int:
+        n = self._count(segment)
+        if len(segment) <= _CACHE_MAX_CHARS:
+            if len(self) >= _CACHE_MAX_ENTRIES:
+                self.clear()
+            self[segment] = n
         return n
 
-    return cached_count
+
+def _cached(count: Callable[[str], int]) -> Callable[[str], int]:
+    return _CountCache(count)
 
 
 def _callable_factory(fn: Callable[[str], int]) -> CounterFactory:
