@@ -178,6 +178,35 @@ def test_slow_caller_is_not_a_stall(events: Any) -> None:
         assert events.one()["streamtap.retries"] == 0
 
 
+def test_steady_gaps_under_the_idle_timeout_are_no_stall(events: Any) -> None:
+    """Chunks 0.12 s apart with idle_timeout=0.25 s: the watchdog times each wait on its own
+    (never adds them up), so a slow but steady stream is never cut."""
+    with FakeServer(answer_length=12) as server:
+        client = client_for(server, idle_timeout=0.25)
+        full = generate_answer(MSG, model=MODEL, length=12)
+        server.enqueue(Reply.model_mode(length=12, delay=0.12))
+        assert collect(client)[0] == full
+        assert events.one()["streamtap.retries"] == 0
+
+
+async def test_async_slow_caller_with_read_ahead_is_not_a_stall(events: Any) -> None:
+    """Async with the word buffer reads ahead in a task: chunks it has read but the caller has
+    not taken yet are progress, so a caller busy for longer than idle_timeout is no stall."""
+    with FakeServer(answer_length=20) as server:
+        client = aclient_for(server, idle_timeout=0.2)
+        full = generate_answer(MSG, model=MODEL, length=20)
+        server.enqueue(Reply.model_mode(length=20, delay=0.05))
+        pieces = []
+        stream = await client.chat.completions.create(model=MODEL, messages=MSG, stream=True)
+        async for chunk in stream:
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+            if len(pieces) == 2:
+                await asyncio.sleep(0.7)
+        assert "".join(pieces) == full
+        assert events.one()["streamtap.retries"] == 0
+
+
 @pytest.mark.parametrize("style", ["data", "event", "object"])
 def test_retryable_in_band_errors_are_resumed(style: str, events: Any) -> None:
     """An overload/5xx error event after HTTP 200 is resumed, in every server's style."""

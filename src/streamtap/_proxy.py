@@ -50,22 +50,23 @@ class Run:
 
     __slots__ = (
         "__weakref__",
+        "attempt_base",
         "closing",
         "debug",
         "error_object_seen",
         "first_chunk_timeout",
-        "got_chunk",
         "hide_usage",
         "idle_timeout",
         "is_async",
         "last_chunk",
         "loop",
+        "reading",
+        "reads",
         "resumer",
         "stalled",
         "started",
         "state",
         "stream",
-        "wait_start",
     )
 
     def __init__(
@@ -84,8 +85,9 @@ class Run:
         o = state.resolved.options
         self.idle_timeout = o.idle_timeout if resumer is not None else None
         self.first_chunk_timeout = o.first_chunk_timeout if resumer is not None else None
-        self.wait_start: float | None = None
-        self.got_chunk = False
+        self.reading = False  # a read from the server is in flight (see _watchdog)
+        self.reads = 0  # chunks read ahead (async with a word buffer; else chunk_count counts)
+        self.attempt_base = 0  # progress() when the current attempt began
         self.stalled = False
         self.loop: Any = None
         self.is_async = not hasattr(stream, "__next__")
@@ -95,15 +97,24 @@ class Run:
     def watched(self) -> bool:
         return self.idle_timeout is not None or self.first_chunk_timeout is not None
 
+    def progress(self) -> int:
+        """Grows with every chunk read (the watchdog compares readings)."""
+        return self.state.chunk_count + self.reads
+
+    @property
+    def got_chunk(self) -> bool:
+        """A chunk arrived in the current attempt."""
+        return self.progress() > self.attempt_base
+
     def attempt_started(self) -> None:
         """A resumed attempt begins: the text the caller has not seen will come again."""
         self.state.discard_held()
-        self.got_chunk = False
+        self.attempt_base = self.progress()
 
     def finish(self, outcome: str, end: str, exc: BaseException | None = None) -> None:
         state = self.state
         if state.finish(outcome, end, _clock(), exc):
-            self.wait_start = None
+            self.reading = False
             watchdog.unwatch(self)
             if exc is not None:
                 error_meta(state, exc)
@@ -167,12 +178,11 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
         while True:
             try:
                 if watched:
-                    run.wait_start = clock()
+                    run.reading = True
                     try:
                         chunk = next(src)
                     finally:
-                        run.wait_start = None
-                    run.got_chunk = True
+                        run.reading = False
                 else:
                     chunk = next(src)
             except StopIteration:
@@ -308,12 +318,11 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                         raise now
                 else:
                     if watched:
-                        run.wait_start = clock()
+                        run.reading = True
                         try:
                             chunk = await src.__anext__()
                         finally:
-                            run.wait_start = None
-                        run.got_chunk = True
+                            run.reading = False
                     else:
                         chunk = await src.__anext__()
                     now = clock()
@@ -379,7 +388,7 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
             run.finish("cancelled", "cancelled", err)
         raise
     finally:
-        run.wait_start = None
+        run.reading = False
         if reader is not None:
             reader.cancel()
 
@@ -417,7 +426,7 @@ class ReadAhead:
         clock = _clock
         while True:
             if watched:
-                run.wait_start = clock()
+                run.reading = True
             try:
                 item: tuple[Any, Any] = (await src.__anext__(), clock())
             except StopAsyncIteration:
@@ -428,7 +437,7 @@ class ReadAhead:
                 item = (_ERROR, exc)
             finally:
                 if watched:
-                    run.wait_start = None
+                    run.reading = False
             buf.append(item)
             waiter = self.waiter
             if waiter is not None and not waiter.done():
@@ -436,7 +445,7 @@ class ReadAhead:
             if item[0] is _END or item[0] is _ERROR:
                 return
             if watched:
-                run.got_chunk = True
+                run.reads += 1
             if len(buf) >= self.LIMIT:
                 room = self.room = self.loop.create_future()
                 await room

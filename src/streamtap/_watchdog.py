@@ -7,10 +7,12 @@ or `idle_timeout` (after it) is stalled; the watchdog shuts the socket down, whi
 blocked read at once (sync or async) with an ordinary connection error, and the resume logic
 takes it from there, knowing the cause was a stall.
 
-Only time spent *waiting for the server* counts: the proxy stamps `wait_start` before each read
-and clears it after, so a caller who is slow to ask for the next chunk is never mistaken for
-a stalled server. The thread wakes a few times per timeout, not per chunk: nothing on the hot
-path but the stamp.
+Only time spent *waiting for the server* counts: the proxy raises a `reading` flag around each
+read, so a caller who is slow to ask for the next chunk is never mistaken for a stalled server.
+The thread wakes a few times per timeout, not per chunk, and times the waits itself: a stream
+that was reading at two wake-ups with no chunk in between has waited at least the time between
+them. A stall is declared once that exceeds the timeout, so never early, and at most one
+wake-up (a quarter of the timeout) late. Nothing on the hot path but the flag: no clock reads.
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ from typing import Any, Protocol
 
 
 class Watched(Protocol):
-    wait_start: float | None
-    got_chunk: bool  # a chunk arrived in the current attempt
+    reading: bool  # a read from the server is in flight
     stalled: bool
     stream: Any
     idle_timeout: float | None
     first_chunk_timeout: float | None
     loop: Any
+
+    def progress(self) -> int: ...  # grows with every chunk read
+
+    @property
+    def got_chunk(self) -> bool: ...  # a chunk arrived in the current attempt
 
 
 _clock = time.perf_counter
@@ -37,7 +43,10 @@ _clock = time.perf_counter
 
 class Watchdog:
     def __init__(self) -> None:
-        self._runs: weakref.WeakSet[Any] = weakref.WeakSet()
+        # run -> (its progress, when the thread first saw it reading at that progress)
+        self._runs: weakref.WeakKeyDictionary[Any, tuple[int, float] | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -48,7 +57,7 @@ class Watchdog:
         if not timeouts:
             return
         with self._lock:
-            self._runs.add(run)
+            self._runs[run] = None
             tick = max(0.01, min(timeouts) / 4)
             if tick < self._tick:
                 self._tick = tick
@@ -61,7 +70,7 @@ class Watchdog:
 
     def unwatch(self, run: Watched) -> None:
         with self._lock:
-            self._runs.discard(run)
+            self._runs.pop(run, None)
 
     def _loop(self) -> None:
         while True:
@@ -69,15 +78,25 @@ class Watchdog:
             self._wake.clear()
             now = _clock()
             with self._lock:
-                runs = list(self._runs)
-            for run in runs:
-                started = run.wait_start
-                if started is None or run.stalled:
+                runs = list(self._runs.items())
+            seen: dict[Any, tuple[int, float] | None] = {}
+            for run, mark in runs:
+                if not run.reading or run.stalled:
+                    seen[run] = None
+                    continue
+                progress = run.progress()
+                if mark is None or mark[0] != progress:
+                    seen[run] = (progress, now)  # (a new) wait: time it from here
                     continue
                 limit = run.idle_timeout if run.got_chunk else run.first_chunk_timeout
-                if limit is not None and now - started > limit:
+                if limit is not None and now - mark[1] > limit:
                     run.stalled = True
+                    seen[run] = None
                     abort(run.stream, run.loop)
+            with self._lock:
+                for run, mark in seen.items():
+                    if run in self._runs:
+                        self._runs[run] = mark
 
 
 def abort(stream: Any, loop: Any = None) -> None:
