@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,14 +62,17 @@ def load() -> Control | None:
     lib = _BUILD / f"cgctl-{tag}.so"
     if not lib.exists():
         _BUILD.mkdir(exist_ok=True)
-        src = _BUILD / f"cgctl-{tag}.c"
+        # Unique per process and thread: run.py builds from two threads at once on a fresh clone.
+        me = f"{os.getpid()}.{threading.get_ident()}"
+        src = _BUILD / f"cgctl-{tag}.{me}.c"
         src.write_text(_SOURCE)
-        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+        tmp = lib.with_suffix(f".{me}.tmp")
         done = subprocess.run(
             [cc, "-O1", "-shared", "-fPIC", "-o", str(tmp), str(src)],
             capture_output=True,
             check=False,
         )
+        src.unlink(missing_ok=True)
         if done.returncode != 0:
             return None
         os.replace(tmp, lib)

@@ -19,7 +19,7 @@ gaps_st = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(gaps_st)
 def test_gap_stats_match_exact_values(gaps: list[float]) -> None:
-    """count, mean and max are exact; p95 is the nearest-rank p95 within 0.3 % (or 1 µs)."""
+    """count, mean and max are exact; p95 is the nearest-rank p95 within 0.4 % (or 1 µs)."""
     g = GapStats()
     for x in gaps:
         g.add(x)
@@ -30,7 +30,7 @@ def test_gap_stats_match_exact_values(gaps: list[float]) -> None:
     p95 = g.quantile(0.95)
     assert p95 is not None
     assert p95 <= g.max
-    assert abs(p95 - exact) <= max(0.003 * exact, 1e-6), (p95, exact)
+    assert abs(p95 - exact) <= max(0.004 * exact, 1e-6), (p95, exact)
 
 
 def test_empty_and_reading_mid_stream() -> None:

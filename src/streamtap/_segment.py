@@ -894,7 +894,13 @@ class _WordSegmenter(Segmenter):
                 if held[-1] not in _A_SPACE:
                     # "word" + ",": the only candidate, the seam, is rejected by the policy.
                     b = held + text
-                    return self._commit(b, len(held), 0, len(b) - 1, now)
+                    nb = len(b)
+                    if nb <= self._max_chars and now < self._t0 + self._hold_s:
+                        self._marks.append((len(held), now))  # _commit(b, nh, 0, ...) inlined
+                        self._held = b
+                        self._g = nb - 1
+                        return ""
+                    return self._commit(b, len(held), 0, nb - 1, now)
         else:
             if text[-1] in _CLOSED:
                 return self._all(held, text, now)
@@ -918,7 +924,24 @@ class _WordSegmenter(Segmenter):
         nh = len(held)
         b = held + text if nh else text
         if b.isascii():
-            return self._commit(b, nh, _ascii_word_cut(b, nh), len(b) - 1, now)
+            p = _ascii_word_cut(b, nh)
+            n = len(b)
+            if p >= nh and p > 0 and n - p <= self._room:
+                # The cut is in the new text and the rest may wait: _commit(b, nh, p, n - 1)
+                # without its bound checks (the rest arrived just now and fits).
+                if nh:
+                    wait = now - self._t0
+                    if wait > self.hold_max:
+                        self.hold_max = wait
+                    self.hold_sum += wait
+                    if self._marks:
+                        self._marks = []
+                self.hold_count += 1
+                self._t0 = now
+                self._held = b[p:]
+                self._g = n - 1 - p
+                return b[:p]
+            return self._commit(b, nh, p, n - 1, now)
         p = _klass_word_cut(b, nh)
         if p >= 0:
             return self._commit(b, nh, p, -1, now)
