@@ -160,7 +160,7 @@ class StreamState:
         self.chunk_count = 0
         self.tokens_total = 0  # tokens of the settled text (see Lane)
         # The one content lane while the stream keeps the common shape (one choice, text
-        # only): then `_openai.process_chunk` takes its short path. None otherwise.
+        # only): then the stream generators (`_proxy`) take their short path. None otherwise.
         self.fast: Lane | None = None
         self.finish_reasons: dict[int, str] = {}
         self.choice_indexes: set[int] = set()
