@@ -31,9 +31,48 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
     Returns DELIVER, SKIP (the hidden usage chunk) or ERROR: the "chunk" is an in-band error
     object (`{"object": "error", ...}`, as vLLM sends), which the SDK does not raise for.
 
-    This is the full path. The stream generators (`_proxy`) take a short path of their own for
-    the common chunk (one choice, a `content` delta), enabled by `state.fast`, which this sets.
     """
+    lane = state.fast
+    if lane is not None:
+        # The short path: nearly every chunk of nearly every stream has the common shape (one
+        # choice at index 0, a `content`-only delta, no finish, usage or logprobs). Five reads
+        # tell it apart; anything else, missing keys included, takes the full path below.
+        text = None
+        d = chunk.__dict__
+        try:
+            choices = d["choices"]
+            if len(choices) == 1 and d["usage"] is None and d["object"] != "error":
+                cd = choices[0].__dict__
+                delta = cd["delta"]
+                if (
+                    cd["finish_reason"] is None
+                    and cd["logprobs"] is None
+                    and cd["index"] == 0
+                    and delta.__pydantic_fields_set__ == CONTENT_ONLY
+                    and not delta.__pydantic_extra__
+                ):
+                    dd = delta.__dict__
+                    text = dd["content"]
+        except (KeyError, TypeError, AttributeError):
+            pass
+        if type(text) is str:
+            n = state.chunk_count + 1
+            state.chunk_count = n
+            state.arrivals.append(now)
+            seg = lane.seg
+            out = seg.push(text, now) if seg is not None else text
+            if out is not text:
+                dd["content"] = out
+            if out:
+                lane.pending.append(out)
+                lane.last_at = n
+            if not n & SETTLE_MASK:
+                state.settle()
+            return DELIVER
+    return _process_chunk(state, chunk, now, hide_usage)
+
+
+def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
     n = state.chunk_count + 1
     state.chunk_count = n
     timing = state.timing

@@ -26,9 +26,7 @@ from . import _log
 from ._errors import internal_error
 from ._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
 from ._openai import (
-    CONTENT_ONLY,
     DELIVER,
-    SETTLE_MASK,
     SKIP,
     error_meta,
     error_object,
@@ -194,50 +192,6 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                 exc = e
             else:
                 now = clock()
-                lane = state.fast
-                if lane is not None:
-                    # The short path for the common chunk (_openai.process_chunk is the full path).
-                    # The same block is in _async_chunks: keep the two identical.
-                    text = None
-                    try:
-                        d = chunk.__dict__
-                        choices = d["choices"]
-                        if len(choices) == 1 and d["usage"] is None and d["object"] != "error":
-                            cd = choices[0].__dict__
-                            delta = cd["delta"]
-                            if (
-                                cd["finish_reason"] is None
-                                and cd["logprobs"] is None
-                                and cd["index"] == 0
-                                and delta.__pydantic_fields_set__ == CONTENT_ONLY
-                                and not delta.__pydantic_extra__
-                            ):
-                                dd = delta.__dict__
-                                text = dd["content"]
-                    except (KeyError, TypeError, AttributeError):
-                        pass
-                    if type(text) is str:
-                        try:
-                            n = state.chunk_count + 1
-                            state.chunk_count = n
-                            state.arrivals.append(now)
-                            seg = lane.seg
-                            out = seg.push(text, now) if seg is not None else text
-                            if out:
-                                if out is not text:
-                                    dd["content"] = out
-                                lane.pending.append(out)
-                                lane.last_at = n
-                            elif text:
-                                dd["content"] = out
-                            if not n & SETTLE_MASK:
-                                state.settle()
-                            if debug:
-                                _log.chunk_event(state, now)
-                        except Exception as err:
-                            internal_error("processing a chunk", err)
-                        yield chunk
-                        continue
                 run.last_chunk = chunk
                 try:
                     deliver = process(state, chunk, now, hide)
@@ -338,50 +292,6 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
             except Exception as e:
                 exc = e
             else:
-                lane = state.fast
-                if lane is not None:
-                    # The short path for the common chunk (_openai.process_chunk is the full path).
-                    # The same block is in _sync_chunks: keep the two identical.
-                    text = None
-                    try:
-                        d = chunk.__dict__
-                        choices = d["choices"]
-                        if len(choices) == 1 and d["usage"] is None and d["object"] != "error":
-                            cd = choices[0].__dict__
-                            delta = cd["delta"]
-                            if (
-                                cd["finish_reason"] is None
-                                and cd["logprobs"] is None
-                                and cd["index"] == 0
-                                and delta.__pydantic_fields_set__ == CONTENT_ONLY
-                                and not delta.__pydantic_extra__
-                            ):
-                                dd = delta.__dict__
-                                text = dd["content"]
-                    except (KeyError, TypeError, AttributeError):
-                        pass
-                    if type(text) is str:
-                        try:
-                            n = state.chunk_count + 1
-                            state.chunk_count = n
-                            state.arrivals.append(now)
-                            seg = lane.seg
-                            out = seg.push(text, now) if seg is not None else text
-                            if out:
-                                if out is not text:
-                                    dd["content"] = out
-                                lane.pending.append(out)
-                                lane.last_at = n
-                            elif text:
-                                dd["content"] = out
-                            if not n & SETTLE_MASK:
-                                state.settle()
-                            if debug:
-                                _log.chunk_event(state, now)
-                        except Exception as err:
-                            internal_error("processing a chunk", err)
-                        yield chunk
-                        continue
                 run.last_chunk = chunk
                 try:
                     deliver = process(state, chunk, now, hide)

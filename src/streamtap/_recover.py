@@ -328,7 +328,7 @@ class Resumer:
     ) -> tuple[str, float, dict[str, Any]] | None:
         """Record the failed attempt and plan the next one (None: give up, surface `exc`)."""
         state = run.state
-        state.settle_all()
+        state.settle(keep_latest=False)
         if self.stamp is None:
             first = run.last_chunk.__dict__ if run.last_chunk is not None else {}
             self.stamp = (state.response_id, first.get("created"), state.response_model)
@@ -538,7 +538,7 @@ async def _retrying_async(create: Any, args: Any, kwargs: dict[str, Any]) -> Any
 
 
 def _lane_text(state: StreamState, key: int) -> str:
-    state.settle_all()
+    state.settle(keep_latest=False)
     lane = state.lanes.get(key)
     return lane.captured.getvalue() if lane is not None and lane.captured is not None else ""
 

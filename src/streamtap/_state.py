@@ -160,7 +160,7 @@ class StreamState:
         self.chunk_count = 0
         self.tokens_total = 0  # tokens of the settled text (see Lane)
         # The one content lane while the stream keeps the common shape (one choice, text
-        # only): then the stream generators (`_proxy`) take their short path. None otherwise.
+        # only): then `_openai.process_chunk` takes its short path. None otherwise.
         self.fast: Lane | None = None
         self.finish_reasons: dict[int, str] = {}
         self.choice_indexes: set[int] = set()
@@ -250,30 +250,18 @@ class StreamState:
             lane.last_at = self.chunk_count
         return out
 
-    def settle(self) -> None:
-        """Account for everything delivered so far (see Lane) and fold the arrival times.
+    def settle(self, *, keep_latest: bool = True) -> None:
+        """Account for what was delivered so far (see Lane) and fold the arrival times.
 
-        The latest chunk's piece of text stays pending, so that its token count can still be
-        told apart (`snapshot`); `final_tokens` takes it too.
+        With `keep_latest`, the latest chunk's piece of text stays pending, so that its token
+        count can still be told apart (`live_tokens`); readers of text and counts pass False.
         """
         self.timing.fold()
-        n = self.chunk_count
+        n = self.chunk_count if keep_latest else -1
         total = 0
         for ln in self.lanes.values():
             if ln.pending:
-                if ln.last_at == n:
-                    total += ln.fold(keep=1)
-                else:
-                    total += ln.fold()
-        self.tokens_total += total
-
-    def settle_all(self) -> None:
-        """Account for every piece of delivered text (readers of text and counts call this)."""
-        self.timing.fold()
-        total = 0
-        for ln in self.lanes.values():
-            if ln.pending:
-                total += ln.fold()
+                total += ln.fold(keep=1 if ln.last_at == n else 0)
         self.tokens_total += total
 
     def live_tokens(self) -> tuple[int, int]:
@@ -349,7 +337,7 @@ class StreamState:
 
     def final_tokens(self) -> int:
         """Count the pending tails (once, at the end) and return the stream's total."""
-        self.settle_all()
+        self.settle(keep_latest=False)
         extra = 0
         for ln in self.lanes.values():
             c = ln.counter
@@ -382,7 +370,7 @@ class StreamState:
     def summary(self) -> dict[str, Any]:
         """The canonical event (docs/events.md). Call once, after `finish`."""
         o = self.resolved.options
-        self.settle_all()
+        self.settle(keep_latest=False)
         counted = self.final_tokens() if self._counter_factory is not None else None
         ev: dict[str, Any] = {
             "streamtap.schema_version": SCHEMA_VERSION,
@@ -473,7 +461,7 @@ class StreamState:
 
     def output_text(self) -> dict[str, str] | str:
         """Delivered text per lane ("0.content", ...); a plain str for the one-choice case."""
-        self.settle_all()
+        self.settle(keep_latest=False)
         texts = {
             f"{ln.index}.{CHANNEL_NAMES[key % 4]}": ln.captured.getvalue()
             for key, ln in sorted(self.lanes.items())
@@ -486,7 +474,7 @@ class StreamState:
 
 def delivered_text(state: StreamState) -> str | dict[str, str]:
     """The answer text the caller received: a str, or per choice index for n > 1."""
-    state.settle_all()
+    state.settle(keep_latest=False)
     texts: dict[str, str] = {}
     for key, ln in sorted(state.lanes.items()):
         if key % 4 == CONTENT and ln.captured is not None:
