@@ -17,6 +17,7 @@ import asyncio
 import collections
 import inspect
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from ._errors import internal_error
 from ._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
 from ._openai import (
     DELIVER,
+    ERROR,
     SKIP,
     error_meta,
     error_object,
@@ -53,6 +55,7 @@ class Run:
         "debug",
         "error_object_seen",
         "first_chunk_timeout",
+        "gen",
         "hide_usage",
         "idle_timeout",
         "is_async",
@@ -61,6 +64,7 @@ class Run:
         "reading",
         "reads",
         "resumer",
+        "resuming",
         "stalled",
         "started",
         "state",
@@ -83,7 +87,9 @@ class Run:
         o = state.resolved.options
         self.idle_timeout = o.idle_timeout if resumer is not None else None
         self.first_chunk_timeout = o.first_chunk_timeout if resumer is not None else None
-        self.reading = False  # a read from the server is in flight (see _watchdog)
+        self.reading = False  # async: a read from the server is in flight (see _watchdog)
+        self.gen: weakref.ref[Generator[Any, None, None]] | None = None  # sync: the generator
+        self.resuming = False  # sync: inside the resume logic (not a read)
         self.reads = 0  # chunks read ahead (async with a word buffer; else chunk_count counts)
         self.attempt_base = 0  # progress() when the current attempt began
         self.stalled = False
@@ -94,6 +100,19 @@ class Run:
     @property
     def watched(self) -> bool:
         return self.idle_timeout is not None or self.first_chunk_timeout is not None
+
+    def waiting(self) -> bool:
+        """A read from the server is in flight (the watchdog times only those waits).
+
+        Sync streams: the generator is running (the caller is inside `next()`) and not busy
+        resuming; the time it spends on a chunk itself is microseconds. Async streams raise
+        the `reading` flag around each read.
+        """
+        if self.is_async:
+            return self.reading
+        ref = self.gen
+        gen = ref() if ref is not None else None
+        return gen is not None and gen.gi_running and not self.resuming
 
     def progress(self) -> int:
         """Grows with every chunk read (the watchdog compares readings)."""
@@ -166,50 +185,52 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
     src = _source(run.stream)
     hide = run.hide_usage
     debug = run.debug
-    watched = run.watched
-    if watched:
+    if run.watched:
         watchdog.watch(run)
     process = process_chunk
     clock = _clock
     run.started = True
+    chunk = None
     try:
         while True:
+            # The SDK's generator is read by this `for` itself: no call and no bookkeeping per
+            # chunk beyond the clock and process_chunk (the watchdog looks at `gi_running` to
+            # know a read is in flight; `run.last_chunk` is only needed once the loop ends).
+            exc: Exception | None = None
+            thrown: BaseException | None = None
             try:
-                if watched:
-                    run.reading = True
+                for chunk in src:
+                    now = clock()
                     try:
-                        chunk = next(src)
-                    finally:
-                        run.reading = False
-                else:
-                    chunk = next(src)
-            except StopIteration:
-                if run.resumable_end():
-                    exc: Exception = IncompleteStream()
-                else:
-                    break
+                        deliver = process(state, chunk, now, hide)
+                        if debug:
+                            _log.chunk_event(state, now)
+                    except Exception as err:
+                        internal_error("processing a chunk", err)
+                        deliver = DELIVER
+                    if deliver == DELIVER:
+                        try:
+                            yield chunk
+                        except BaseException as e:  # thrown in by the caller: not a read error
+                            thrown = e
+                            break
+                    elif deliver == ERROR:
+                        exc = error_object(chunk)
+                        break
             except Exception as e:
                 exc = e
-            else:
-                now = clock()
-                run.last_chunk = chunk
-                try:
-                    deliver = process(state, chunk, now, hide)
-                    if debug:
-                        _log.chunk_event(state, now)
-                except Exception as err:
-                    internal_error("processing a chunk", err)
-                    deliver = DELIVER
-                if deliver == DELIVER:
-                    yield chunk
-                    continue
-                if deliver == SKIP:
-                    continue
-                exc = error_object(chunk)
+            run.last_chunk = chunk
+            if thrown is not None:
+                raise thrown
+            if exc is None:  # the SDK's generator ended
+                if not run.resumable_end():
+                    break
+                exc = IncompleteStream()
             # Reading failed (or ended too early): resume, or flush and surface the error.
             final: BaseException = exc
             resumer = run.resumer
             if resumer is not None:
+                run.resuming = True
                 try:
                     replacement = resumer.recover_sync(run, exc)
                 except Exception as err:
@@ -219,6 +240,8 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                         run.stream = replacement
                         src = _source(replacement)
                         continue
+                finally:
+                    run.resuming = False
             chunks, action = _surface(run, final)
             yield from chunks
             if action == "continue":
@@ -503,7 +526,9 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def _self_chunks(self) -> Iterator[Any]:
         gen = self._self_gen
         if gen is None:
-            gen = self._self_gen = _sync_chunks(self._self_run)
+            run = self._self_run
+            gen = self._self_gen = _sync_chunks(run)
+            run.gen = weakref.ref(gen)
         return gen
 
     def __iter__(self) -> Iterator[Any]:

@@ -7,12 +7,13 @@ or `idle_timeout` (after it) is stalled; the watchdog shuts the socket down, whi
 blocked read at once (sync or async) with an ordinary connection error, and the resume logic
 takes it from there, knowing the cause was a stall.
 
-Only time spent *waiting for the server* counts: the proxy raises a `reading` flag around each
-read, so a caller who is slow to ask for the next chunk is never mistaken for a stalled server.
+Only time spent *waiting for the server* counts (`Run.waiting()`: a sync stream's generator is
+running, an async stream raised its `reading` flag around the read), so a caller who is slow to
+ask for the next chunk is never mistaken for a stalled server.
 The thread wakes a few times per timeout, not per chunk, and times the waits itself: a stream
 that was reading at two wake-ups with no chunk in between has waited at least the time between
 them. A stall is declared once that exceeds the timeout, so never early, and at most one
-wake-up (a quarter of the timeout) late. Nothing on the hot path but the flag: no clock reads.
+wake-up (a quarter of the timeout) late. Nothing on the hot path: no clock reads (and no flag at all for sync streams).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from typing import Any, Protocol
 
 
 class Watched(Protocol):
-    reading: bool  # a read from the server is in flight
     stalled: bool
     stream: Any
     idle_timeout: float | None
     first_chunk_timeout: float | None
     loop: Any
+
+    def waiting(self) -> bool: ...  # a read from the server is in flight
 
     def progress(self) -> int: ...  # grows with every chunk read
 
@@ -81,7 +83,7 @@ class Watchdog:
                 runs = list(self._runs.items())
             seen: dict[Any, tuple[int, float] | None] = {}
             for run, mark in runs:
-                if not run.reading or run.stalled:
+                if run.stalled or not run.waiting():
                     seen[run] = None
                     continue
                 progress = run.progress()
