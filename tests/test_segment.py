@@ -437,6 +437,50 @@ def test_fast_paths_do_not_change_the_result(
         assert got == want, (b, got, want)
 
 
+_ASCII_PRINTABLE = "".join(map(chr, range(32, 127)))
+
+
+@PROPERTY
+@given(
+    before=st.text(
+        alphabet=st.one_of(
+            st.sampled_from("aZ9_ '\".,:-\t\n\u0600\u0301\u200d\U0001f600\u4e00\u00e9\u0e01"),
+            st.characters(codec="utf-8", exclude_categories=("Cs",)),
+        ),
+        max_size=6,
+    ),
+    text=st.one_of(
+        st.text(alphabet=_ASCII_PRINTABLE, min_size=1, max_size=8),
+        st.text(alphabet=_ASCII_PRINTABLE, min_size=1, max_size=12).map(lambda t: " " + t),
+        st.tuples(
+            st.text(alphabet=_ASCII_PRINTABLE, max_size=6),
+            st.text(alphabet="abcXYZ019", min_size=1, max_size=6),
+        ).map(lambda p: p[0] + " " + p[1]),
+    ),
+)
+def test_cached_cuts_do_not_depend_on_the_held_text(before: str, text: str) -> None:
+    """A delta's cut is cached by its text only when no held text could change it: pushed
+    after anything at all, it gives the regex reference's piece."""
+    policy = make_policy("word")
+    assert policy is not None
+    for prime in ("", "x", " ", "'"):  # whatever the cache learns from these contexts
+        primer = Segmenter(policy, hold_max_seconds=math.inf, hold_max_chars=10**9)
+        primer.push(prime, 0.0)
+        primer.push(text, 0.0)
+    seg = Segmenter(policy, hold_max_seconds=math.inf, hold_max_chars=10**9)
+    first = seg.push(before, 1.0)
+    b = before[len(first) :] + text
+    got = seg.push(text, 2.0)
+    if b[-1] in CLOSED:
+        want = b
+    else:
+        want = b[: max(seg_mod._FIND_WORD.match(b, 0).end(1), 0)]
+    assert got == want, (before, text, got, want)
+    if text in seg_mod._CUTS:
+        head, rest, n = seg_mod._CUTS[text]
+        assert head + rest == text and n == len(rest)
+
+
 def test_simple_alphabet_fast_path_claims() -> None:
     """Every ``isalpha()`` character below U+0590 (the shape fast path's alphabet) joins
     letters and digits on both sides into one word, and is its own grapheme cluster after a

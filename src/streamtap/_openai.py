@@ -41,14 +41,16 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
         d = chunk.__dict__
         try:
             choices = d["choices"]
-            if len(choices) == 1 and d["usage"] is None and d["object"] != "error":
+            # (An `{"object": "error"}` chunk has no choices: it takes the full path.)
+            if len(choices) == 1 and d["usage"] is None:
                 cd = choices[0].__dict__
                 delta = cd["delta"]
                 if (
                     cd["finish_reason"] is None
                     and cd["logprobs"] is None
                     and cd["index"] == 0
-                    and delta.__pydantic_fields_set__ == CONTENT_ONLY
+                    # One field set, and `content` is a string below: it is that field.
+                    and len(delta.__pydantic_fields_set__) == 1
                     and not delta.__pydantic_extra__
                 ):
                     dd = delta.__dict__

@@ -830,6 +830,22 @@ class Segmenter:
         return b[:p]
 
 
+# text -> (text[:k], text[k:], len(text) - k): the word policy's cut k of a delta that does not
+# depend on what is held before it. Shared by every stream (str keys, atomic dict operations).
+_CUTS: dict[str, tuple[str, str, int]] = {}
+_CUTS_MAX_ENTRIES: Final = 4096
+_CUTS_MAX_CHARS: Final = 32
+
+
+def _remember_cut(text: str, k: int) -> None:
+    """Cache the cut ``k`` of ``text`` (an ASCII delta whose cut holds after any held text)."""
+    if text.isprintable():
+        if len(_CUTS) >= _CUTS_MAX_ENTRIES:
+            _CUTS.clear()
+        rest = text[k:]
+        _CUTS[text] = (text[:k], rest, len(rest))
+
+
 class _WordSegmenter(Segmenter):
     """The word policy, with shortcuts for the shapes most deltas have."""
 
@@ -838,18 +854,40 @@ class _WordSegmenter(Segmenter):
     def push(self, text: str, now: float) -> str:
         """Add ``text`` (arrived at ``now``) and return what may be emitted now (maybe ``""``)."""
         held = self._held
-        # The two shapes most deltas have come first, with as few calls as possible: this runs
-        # for every chunk of every stream.
+        # Most deltas are a few tokens a model emits over and over (" the", " (", "ing to"). For
+        # those whose cut does not depend on the held text, the cut is cached: one dict lookup.
+        hit = _CUTS.get(text)
+        if hit is not None:
+            head, rest, n = hit
+            if n <= self._room:
+                if held:
+                    wait = now - self._t0
+                    if wait > self.hold_max:
+                        self.hold_max = wait
+                    self.hold_sum += wait
+                    if self._marks:
+                        self._marks = []
+                    out = held + head
+                else:
+                    out = head
+                self.hold_count += 1
+                self._held = rest
+                self._t0 = now
+                self._g = n - 1
+                return out
+        # Then the two shapes most deltas have, with as few calls as possible.
         i = text.rfind(" ")
         if text.isascii():
             if i >= 0:
                 rest = text[i + 1 :]
                 if rest.isalnum():
-                    # "... <letters/digits>": the rightmost boundary is after that space.
-                    # (This is _split() inlined: the hottest path of all.)
+                    # "... <letters/digits>": the rightmost boundary is after that space,
+                    # whatever was held. (This is _split() inlined.)
                     n = len(rest)
                     if n > self._room:
                         return self._split(held, text, i + 1, rest, now)
+                    if len(text) <= _CUTS_MAX_CHARS:
+                        _remember_cut(text, i + 1)
                     if held:
                         wait = now - self._t0
                         if wait > self.hold_max:
@@ -927,6 +965,10 @@ class _WordSegmenter(Segmenter):
             p = _ascii_word_cut(b, nh)
             n = len(b)
             if p >= nh and p > 0 and n - p <= self._room:
+                if text[0] == " " and len(text) <= _CUTS_MAX_CHARS:
+                    # The seam is no boundary (a space follows it) and the cut sees only the
+                    # new text's characters: the same cut whatever is held.
+                    _remember_cut(text, p - nh)
                 # The cut is in the new text and the rest may wait: _commit(b, nh, p, n - 1)
                 # without its bound checks (the rest arrived just now and fits).
                 if nh:

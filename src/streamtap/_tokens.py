@@ -677,10 +677,13 @@ def _words(text: str, last: str) -> tuple[list[str], bool] | None:
     marked = False
     # Spaces after whitespace (indentation, double spaces) are no breaks: hide them from
     # split() behind a mark (the counts put the spaces back).
-    for pair in _NO_BREAK_PAIRS:
-        if pair in t:
-            t = t.replace(pair, pair[0] + _MARK)
-            marked = True
+    for c in _NOT_BEFORE_SPACE:
+        # (A one-character search is a memchr; most of these characters are not in the text.)
+        if c in t:
+            pair = c + " "
+            if pair in t:
+                t = t.replace(pair, c + _MARK)
+                marked = True
     if marked:
         while _MARK_SPACE in t:
             t = t.replace(_MARK_SPACE, _MARK + _MARK)
@@ -710,7 +713,6 @@ def _words(text: str, last: str) -> tuple[list[str], bool] | None:
 _NOT_BEFORE_SPACE: Final = " \t\n\r\x0b\x0c"
 _LAST_CHAR: Final = itemgetter(slice(-1, None))
 _BEFORE_SPACE_OK: Final = "LNMOA"  # classes x of rule R1
-_NO_BREAK_PAIRS: Final = tuple(c + " " for c in _NOT_BEFORE_SPACE)
 _MARK: Final = "\x01"  # never in the text when used (checked)
 _MARK_SPACE: Final = _MARK + " "
 
