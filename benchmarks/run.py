@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,10 +83,18 @@ def env_for(python: str) -> dict[str, str]:
     return env
 
 
-def run_json(cmd: list[str], python: str, timeout: float, prefix: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def run_json(
+    cmd: list[str],
+    python: str,
+    timeout: float,
+    prefix: list[str] = (),  # type: ignore[assignment]
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     full = [*prefix, *cmd]
+    env = env_for(python)
+    env.update(extra_env or {})
     done = subprocess.run(
-        full, env=env_for(python), capture_output=True, text=True, timeout=timeout, check=False
+        full, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -177,6 +186,9 @@ def versions(python: str) -> dict[str, str]:
 # -- callgrind ----------------------------------------------------------------------------------
 
 
+LAYOUTS = 3  # set from --layouts
+
+
 def callgrind(
     python: str,
     variant: str,
@@ -187,8 +199,14 @@ def callgrind(
     keep: bool = False,
     api: str = "sync",
     simulate: bool = False,
+    layouts: int = 1,
 ) -> dict[str, Any]:
     """Instructions per chunk: (I_long - I_short) / (N_long - N_short), one process.
+
+    layouts > 1 repeats the measurement in that many processes whose heaps are laid out
+    differently (a few dozen extra environment variables shift every later allocation) and
+    reports the median: where strings and types land decides hash-table and method-cache
+    collisions, which moves a variant by up to about 2,000 instructions per chunk either way.
 
     simulate=True adds callgrind's cache and branch-predictor simulation and reports its
     cycle estimate per chunk, CEst = Ir + 10 (L1 misses + mispredicted branches) + 100 LL misses
@@ -223,10 +241,24 @@ def callgrind(
         f"--callgrind-out-file={prefix}",
     ]
     t0 = time.monotonic()
-    run_json(cmd, python, timeout=1800, prefix=vg)
-    dumps = _cg.dump_files(prefix)
-    short, long = _cg.total_ir(dumps["short"]), _cg.total_ir(dumps["long"])
-    per_chunk = (long - short) / (sizes[1] - sizes[0])
+    per_layout: list[float] = []
+    kept: tuple[int, int, dict[str, Any]] | None = None
+    for layout in range(layouts):
+        pad = {f"STREAMTAP_BENCH_LAYOUT_{i}": "x" * (i % 40 + 1) for i in range(layout * 17)}
+        out_file = prefix if layout == 0 else f"{prefix}.L{layout}"
+        vg[-1] = f"--callgrind-out-file={out_file}"
+        run_json(cmd, python, timeout=1800, prefix=vg, extra_env=pad)
+        dumps = _cg.dump_files(out_file)
+        short, long = _cg.total_ir(dumps["short"]), _cg.total_ir(dumps["long"])
+        per_layout.append((long - short) / (sizes[1] - sizes[0]))
+        if layout == 0:
+            kept = (short, long, dumps)  # the one kept for attribution and the cache events
+        else:
+            for d in [*dumps.values(), out_file]:
+                Path(d).unlink(missing_ok=True)
+    assert kept is not None
+    short, long, dumps = kept
+    per_chunk = statistics.median(per_layout)
     out = {
         "variant": variant,
         "transport": transport if api == "sync" else f"{transport}-{api}",
@@ -234,6 +266,7 @@ def callgrind(
         "ir_short": short,
         "ir_long": long,
         "ir_per_chunk": per_chunk,
+        "ir_per_chunk_layouts": per_layout,
         "ir_per_request": short - sizes[0] * per_chunk,
         "seconds": round(time.monotonic() - t0, 1),
     }
@@ -324,6 +357,7 @@ def bench_cpu(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
                         tmp,
                         keep=(key == "mock" and v in ("raw", "all")),
                         api=api,
+                        layouts=LAYOUTS if transport == "mock" else 1,
                     )
                 )
                 for v in variants_
@@ -431,7 +465,7 @@ def bench_peers(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
 
     def job(v: str) -> Any:
         try:
-            return callgrind(peer_py, v, "mock", sizes, None, tmp)
+            return callgrind(peer_py, v, "mock", sizes, None, tmp, layouts=LAYOUTS)
         except Exception as exc:  # a peer that fails is reported, not fatal
             return {"variant": v, "error": str(exc)[-1500:]}
 
@@ -950,8 +984,16 @@ def main() -> None:
         help="interpreter of the venv to measure (has openai + streamtap's deps)",
     )
     p.add_argument("--report-only", action="store_true", help="rebuild the report from results/")
+    p.add_argument(
+        "--layouts",
+        type=int,
+        default=None,
+        help="heap layouts per callgrind measurement of the in-process and peers runs, median "
+        "reported (default 3; 1 with --quick)",
+    )
     args = p.parse_args()
-    global RESULTS
+    global RESULTS, LAYOUTS
+    LAYOUTS = args.layouts if args.layouts is not None else (1 if args.quick else 3)
     if args.quick:  # never overwrite the full run's results (the ones in README.md)
         RESULTS = HERE / "results" / "quick"
     # --quick alone skips the peers (their venv takes minutes to build the first time);
