@@ -88,7 +88,7 @@ class Run:
         self.idle_timeout = o.idle_timeout if resumer is not None else None
         self.first_chunk_timeout = o.first_chunk_timeout if resumer is not None else None
         self.reading = False  # async: a read from the server is in flight (see _watchdog)
-        self.gen: weakref.ref[Generator[Any, None, None]] | None = None  # sync: the generator
+        self.gen: weakref.ref[Any] | None = None  # sync: the generator (see waiting())
         self.resuming = False  # sync: inside the resume logic (not a read)
         self.reads = 0  # chunks read ahead (async with a word buffer; else chunk_count counts)
         self.attempt_base = 0  # progress() when the current attempt began

@@ -83,6 +83,7 @@ import math
 import operator
 import re
 from bisect import bisect_right
+from itertools import islice
 from typing import Callable, Final, Literal
 
 import regex
@@ -833,7 +834,7 @@ class Segmenter:
 # text -> (text[:k], text[k:], len(text) - k): the word policy's cut k of a delta that does not
 # depend on what is held before it. Shared by every stream (str keys, atomic dict operations).
 _CUTS: dict[str, tuple[str, str, int]] = {}
-_CUTS_MAX_ENTRIES: Final = 4096
+_CUTS_MAX_ENTRIES: Final = 8192
 _CUTS_MAX_CHARS: Final = 32
 
 
@@ -841,7 +842,9 @@ def _remember_cut(text: str, k: int) -> None:
     """Cache the cut ``k`` of ``text`` (an ASCII delta whose cut holds after any held text)."""
     if text.isprintable():
         if len(_CUTS) >= _CUTS_MAX_ENTRIES:
-            _CUTS.clear()
+            # Forget the older half (dicts keep insertion order): a text seen lately stays.
+            for old in list(islice(_CUTS, _CUTS_MAX_ENTRIES // 2)):
+                _CUTS.pop(old, None)
         rest = text[k:]
         _CUTS[text] = (text[:k], rest, len(rest))
 
@@ -882,27 +885,10 @@ class _WordSegmenter(Segmenter):
                 rest = text[i + 1 :]
                 if rest.isalnum():
                     # "... <letters/digits>": the rightmost boundary is after that space,
-                    # whatever was held. (This is _split() inlined.)
-                    n = len(rest)
-                    if n > self._room:
-                        return self._split(held, text, i + 1, rest, now)
+                    # whatever was held (so the cut is cached: this runs on first sight).
                     if len(text) <= _CUTS_MAX_CHARS:
                         _remember_cut(text, i + 1)
-                    if held:
-                        wait = now - self._t0
-                        if wait > self.hold_max:
-                            self.hold_max = wait
-                        self.hold_sum += wait
-                        if self._marks:
-                            self._marks = []
-                        out = held + text[: i + 1]
-                    else:
-                        out = text[: i + 1]
-                    self.hold_count += 1
-                    self._held = rest
-                    self._t0 = now
-                    self._g = n - 1
-                    return out
+                    return self._split(held, text, i + 1, rest, now)
                 if text[-1] in "\n\x0b\x0c":
                     # Ends in a mandatory break: everything goes (no copy if nothing was held).
                     return self._all(held, text, now)

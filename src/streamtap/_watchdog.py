@@ -13,7 +13,8 @@ ask for the next chunk is never mistaken for a stalled server.
 The thread wakes a few times per timeout, not per chunk, and times the waits itself: a stream
 that was reading at two wake-ups with no chunk in between has waited at least the time between
 them. A stall is declared once that exceeds the timeout, so never early, and at most one
-wake-up (a quarter of the timeout) late. Nothing on the hot path: no clock reads (and no flag at all for sync streams).
+wake-up (a quarter of the timeout) late. Nothing on the hot path: no clock reads (and for sync
+streams no flag either).
 """
 
 from __future__ import annotations
