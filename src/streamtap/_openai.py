@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
-CONTENT_ONLY = frozenset({"content"})
+_CONTENT_ONLY = frozenset({"content"})
 _ONLY_CHOICE_0 = frozenset({0})
 # Arrival times and delivered text are accounted for in batches, every 512 chunks (and before
 # anything reads them).
@@ -151,7 +151,7 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
                         extra[field] = out
         # Most deltas carry only `content`: then there is no refusal, tool call or audio to
         # look for (extra fields are not in the set; the reasoning check above covers them).
-        if delta.__pydantic_fields_set__ != CONTENT_ONLY:
+        if delta.__pydantic_fields_set__ != _CONTENT_ONLY:
             refusal = dd.get("refusal")
             if refusal:
                 lane = state.lane(index, REFUSAL, "refusal")

@@ -955,20 +955,9 @@ class _WordSegmenter(Segmenter):
                     # The seam is no boundary (a space follows it) and the cut sees only the
                     # new text's characters: the same cut whatever is held.
                     _remember_cut(text, p - nh)
-                # The cut is in the new text and the rest may wait: _commit(b, nh, p, n - 1)
-                # without its bound checks (the rest arrived just now and fits).
-                if nh:
-                    wait = now - self._t0
-                    if wait > self.hold_max:
-                        self.hold_max = wait
-                    self.hold_sum += wait
-                    if self._marks:
-                        self._marks = []
-                self.hold_count += 1
-                self._t0 = now
-                self._held = b[p:]
-                self._g = n - 1 - p
-                return b[:p]
+                # The cut is in the new text and the rest may wait: no bound checks needed
+                # (the rest arrived just now and fits).
+                return self._split(held, text, p - nh, b[p:], now)
             return self._commit(b, nh, p, n - 1, now)
         p = _klass_word_cut(b, nh)
         if p >= 0:
