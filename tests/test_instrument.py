@@ -667,3 +667,59 @@ async def test_async_hold_bound_holds_when_next_chunk_is_late(
     before_gap = "".join(t for at, t in got if at < 0.8)
     assert before_gap == "The quick brown fo", got
     assert events.one()["streamtap.outcome"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"role": "assistant"},  # OpenRouter, Ollama: the role on every chunk
+        {"reasoning": ""},  # Ollama
+        {"reasoning_content": None},  # DeepSeek
+        {"role": "assistant", "token_id": 7, "tool_calls": None},  # Together
+        {"refusal": None, "reasoning_details": []},  # nulls, OpenRouter
+    ],
+)
+def test_dialect_deltas_take_the_short_path(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any]
+) -> None:
+    """Content deltas that carry other servers' empty fields are handled like OpenAI's plain
+    `{"content": ...}` ones: only the first chunk and the finish chunk take the full path."""
+    import streamtap._openai as o
+
+    full: list[Any] = []
+    real = o._process_chunk
+
+    def spy(state: Any, chunk: Any, *args: Any) -> int:
+        full.append(chunk)
+        return real(state, chunk, *args)
+
+    monkeypatch.setattr(o, "_process_chunk", spy)
+    words = TEXT.split(" ")
+    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    body = [chunk({**extra, "content": p}) for p in pieces] + [chunk({}, "stop")]
+    client = client_for(server)
+    streamtap.instrument(client, count_tokens=False)
+    server.enqueue(Reply(chunks=body))
+    got = list(client.chat.completions.create(model="m", messages=MSG, stream=True))
+    assert texts(got) == TEXT
+    assert len(full) == 2, [c.choices for c in full]
+    # Text in another channel is still the full path's: reasoning goes to its own lane.
+    full.clear()
+    body = [chunk({"content": p, "reasoning_content": "r"}) for p in pieces] + [chunk({}, "stop")]
+    server.enqueue(Reply(chunks=body))
+    got = list(client.chat.completions.create(model="m", messages=MSG, stream=True))
+    assert texts(got) == TEXT
+    assert len(full) == len(body)
+    assert "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in got) == (
+        "r" * len(pieces)
+    )

@@ -49,9 +49,11 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
                     cd["finish_reason"] is None
                     and cd["logprobs"] is None
                     and cd["index"] == 0
-                    # One field set, and `content` is a string below: it is that field.
-                    and len(delta.__pydantic_fields_set__) == 1
-                    and not delta.__pydantic_extra__
+                    and (
+                        # One field set, and `content` is a string below: it is that field.
+                        (len(delta.__pydantic_fields_set__) == 1 and not delta.__pydantic_extra__)
+                        or _only_content(delta)
+                    )
                 ):
                     dd = delta.__dict__
                     text = dd["content"]
@@ -72,6 +74,23 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
                 state.settle()
             return DELIVER
     return _process_chunk(state, chunk, now, hide_usage)
+
+
+def _only_content(delta: Any) -> bool:
+    """Content is the only text and nothing else needs the full path, in the dialects of servers
+    that send more fields on every chunk: a repeated `role` (Ollama, OpenRouter), null
+    `reasoning_content` (DeepSeek), empty `reasoning` (Ollama), `token_id` (Together), nulls."""
+    dd = delta.__dict__
+    if dd.get("refusal") or dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
+        return False
+    extra = delta.__pydantic_extra__
+    if extra:
+        for field in _REASONING_FIELDS:
+            if extra.get(field):
+                return False
+        if extra.get("audio"):
+            return False
+    return True
 
 
 def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
