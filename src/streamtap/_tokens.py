@@ -677,13 +677,11 @@ def _words(text: str, last: str) -> tuple[list[str], bool] | None:
     marked = False
     # Spaces after whitespace (indentation, double spaces) are no breaks: hide them from
     # split() behind a mark (the counts put the spaces back).
-    for c in _NOT_BEFORE_SPACE:
+    for c, pair, marked_pair in _NO_BREAK_PAIRS:
         # (A one-character search is a memchr; most of these characters are not in the text.)
-        if c in t:
-            pair = c + " "
-            if pair in t:
-                t = t.replace(pair, c + _MARK)
-                marked = True
+        if c in t and pair in t:
+            t = t.replace(pair, marked_pair)
+            marked = True
     if marked:
         while _MARK_SPACE in t:
             t = t.replace(_MARK_SPACE, _MARK + _MARK)
@@ -715,6 +713,8 @@ _LAST_CHAR: Final = itemgetter(slice(-1, None))
 _BEFORE_SPACE_OK: Final = "LNMOA"  # classes x of rule R1
 _MARK: Final = "\x01"  # never in the text when used (checked)
 _MARK_SPACE: Final = _MARK + " "
+# (whitespace character, it + a space, it + the mark) for each character of _NOT_BEFORE_SPACE
+_NO_BREAK_PAIRS: Final = tuple((c, c + " ", c + _MARK) for c in _NOT_BEFORE_SPACE)
 
 
 class _CountCache(dict[str, int]):
