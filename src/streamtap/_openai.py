@@ -9,6 +9,7 @@ times cheaper than attribute access on the hot path.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -252,15 +253,18 @@ def usage_dict(usage: Any) -> dict[str, int]:
     return out
 
 
-def flush_chunks(state: StreamState, last_chunk: Any, now: float | None = None) -> list[Any]:
+def flush_chunks(
+    state: StreamState, last_chunk: Any, now: float | None = None, lanes: list[Lane] | None = None
+) -> list[Any]:
     """Synthetic chunks carrying held text, one per choice index.
 
     All of it at the end of a stream or on an error (`now` None); what the hold bound says is
-    due by `now` when an async stream's next chunk is late.
+    due by `now` when an async stream's next chunk is late. `lanes`: only these lanes.
     """
-    held = state.held_lanes()
+    held = state.held_lanes() if lanes is None else lanes
     if not held or last_chunk is None:
         return []
+    template = _text_template(state, last_chunk)
     by_index: dict[int, list[Lane]] = {}
     for lane in held:
         by_index.setdefault(lane.index, []).append(lane)
@@ -276,9 +280,52 @@ def flush_chunks(state: StreamState, last_chunk: Any, now: float | None = None) 
         if not released:
             continue
         choice = _choice_type()(index=index, delta=delta, finish_reason=None, logprobs=None)
-        chunk = last_chunk.model_copy(update={"choices": [choice], "usage": None})
+        chunk = template.model_copy(update={"choices": [choice], "usage": None})
         chunks.append(chunk)
     return chunks
+
+
+def _text_template(state: StreamState, chunk: Any) -> Any:
+    """The chunk that released text is copied from: never an `{"object": "error"}` chunk.
+
+    A copy of the error object would carry the text in a chunk that a loop skipping errors
+    drops. Its stand-in has the stream's id and model (`created` too, when the error has one:
+    vLLM's has not, the time of the error stands in).
+    """
+    d = chunk.__dict__
+    if d.get("object") != "error":
+        return chunk
+    created = d.get("created")
+    return _chunk_type().construct(
+        id=state.response_id or "",
+        choices=[],
+        created=created if type(created) is int else int(time.time()),
+        model=state.response_model or "",
+        object="chat.completion.chunk",
+    )
+
+
+def salvage(state: StreamState, chunk: Any) -> list[Any]:
+    """After an internal error on `chunk`: what the caller gets, in the order the text came.
+
+    The error may have struck before or after the chunk's text went into the word buffer. A
+    lane that took it this chunk (`last_at`) rewrote the chunk's text to what it released, so
+    its held rest goes after the chunk; every other lane's held text came before the chunk's
+    untouched text, so it goes first. From here on the stream is passed through unbuffered.
+    """
+    n = state.chunk_count
+    held = state.held_lanes()
+    before = flush_chunks(state, chunk, lanes=[ln for ln in held if ln.last_at != n])
+    after = flush_chunks(state, chunk, lanes=[ln for ln in held if ln.last_at == n])
+    for lane in state.lanes.values():
+        lane.seg = None
+    return [*before, chunk, *after]
+
+
+def _chunk_type() -> Any:
+    from openai.types.chat import ChatCompletionChunk
+
+    return ChatCompletionChunk
 
 
 def _delta_type() -> Any:

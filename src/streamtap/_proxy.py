@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from . import _log
-from ._errors import internal_error
+from ._errors import internal_error, report_repeats
 from ._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
 from ._openai import (
     DELIVER,
@@ -35,6 +35,7 @@ from ._openai import (
     flush_chunks,
     process_chunk,
     response_meta,
+    salvage,
 )
 from ._state import StreamState, delivered_text
 from ._watchdog import watchdog
@@ -135,6 +136,8 @@ class Run:
             watchdog.unwatch(self)
             if exc is not None:
                 error_meta(state, exc)
+            if state.internal_errors:
+                report_repeats(state.internal_errors)
             _log.emit(state)
 
     def finish_exhausted(self) -> None:
@@ -206,8 +209,8 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                         if debug:
                             _log.chunk_event(state, now)
                     except Exception as err:
-                        internal_error("processing a chunk", err)
-                        deliver = DELIVER
+                        salvaged = _salvage(run, chunk, err)
+                        deliver = SALVAGED
                     if deliver == DELIVER:
                         try:
                             yield chunk
@@ -217,6 +220,12 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                     elif deliver == ERROR:
                         exc = error_object(chunk)
                         break
+                    elif deliver == SALVAGED:
+                        try:
+                            yield from salvaged
+                        except BaseException as e:
+                            thrown = e
+                            break
             except Exception as e:
                 exc = e
             run.last_chunk = chunk
@@ -321,8 +330,9 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                     if debug:
                         _log.chunk_event(state, now)
                 except Exception as err:
-                    internal_error("processing a chunk", err)
-                    deliver = DELIVER
+                    for c in _salvage(run, chunk, err):
+                        yield c
+                    continue
                 if deliver == DELIVER:
                     yield chunk
                     continue
@@ -501,8 +511,23 @@ def _flush(run: Run, now: float | None = None) -> list[Any]:
     try:
         return flush_chunks(run.state, run.last_chunk, now)
     except Exception as exc:
-        internal_error("flushing held text", exc)
+        internal_error("flushing held text", exc, run.state.internal_errors)
         return []
+
+
+SALVAGED = -1  # (sync loop) processing the chunk failed: deliver `_salvage`'s chunks instead
+
+
+def _salvage(run: Run, chunk: Any, err: Exception) -> list[Any]:
+    """Processing `chunk` failed: report it (raises in strict mode), then deliver the chunk
+    with the held text on the side it belongs, and no more buffering (see `salvage`)."""
+    state = run.state
+    internal_error("processing a chunk", err, state.internal_errors)
+    try:
+        return salvage(state, chunk)
+    except Exception as exc:
+        internal_error("releasing held text after an internal error", exc, state.internal_errors)
+        return [chunk]
 
 
 def close_quietly(stream: Any) -> None:

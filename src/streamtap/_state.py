@@ -128,6 +128,7 @@ class StreamState:
         "finish_reasons",
         "finished",
         "input_messages",
+        "internal_errors",
         "lanes",
         "outcome",
         "request",
@@ -179,6 +180,9 @@ class StreamState:
         self.retries = 0
         self.resume_strategy: str | None = None
         self.attempts: list[dict[str, Any]] = []
+        # streamtap's own failures in this stream, per place (see _errors.internal_error).
+        # After one, text is passed through unbuffered: held text must never be reordered.
+        self.internal_errors: dict[str, int] = {}
         self.input_messages = input_messages if resolved.options.log_content else None
         o = resolved.options
         self._counter_factory = (
@@ -207,7 +211,7 @@ class StreamState:
         lane = self.lanes.get(key)
         if lane is None:
             o = self.resolved.options
-            policy = self.resolved.policy
+            policy = self.resolved.policy if not self.internal_errors else None
             seg = (
                 Segmenter(
                     policy,
@@ -450,6 +454,8 @@ class StreamState:
             ev["streamtap.buffering.hold_max"] = hold_max
             ev["streamtap.buffering.hold_mean"] = hold_sum / hold_n
         ev["streamtap.retries"] = self.retries
+        if self.internal_errors:
+            ev["streamtap.internal_errors"] = sum(self.internal_errors.values())
         if self.resume_strategy is not None:
             ev["streamtap.resume.strategy"] = self.resume_strategy
         if self.attempts:
