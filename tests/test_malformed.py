@@ -81,7 +81,9 @@ async def test_error_object_arrives_once_after_the_held_text(
     assert errors[0].model_dump() == raw[-1].model_dump()
     assert got[-1] is errors[0]
     assert content(got) == content(raw) == "Hello wor"
+    stamp = (got[0].id, got[0].created, got[0].model)
     assert all(c.object == "chat.completion.chunk" for c in got[:-1])
+    assert all((c.id, c.created, c.model) == stamp for c in got[:-1])  # the stream's, not new
     assert len(server.requests) == 2  # one each: a 400 in the body is not resumed
     assert events.summaries[-1]["streamtap.outcome"] in ("ok", "incomplete")
     assert not events.errors()

@@ -110,6 +110,8 @@ def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool)
         rid = d.get("id")
         if rid:
             state.response_id = rid
+        if state.response_created is None:
+            state.response_created = d.get("created")
     if state.response_model is None:
         # Apart from the id: some servers send `id: ""` on every chunk but a real model.
         model = d.get("model")
@@ -289,13 +291,12 @@ def _text_template(state: StreamState, chunk: Any) -> Any:
     """The chunk that released text is copied from: never an `{"object": "error"}` chunk.
 
     A copy of the error object would carry the text in a chunk that a loop skipping errors
-    drops. Its stand-in has the stream's id and model (`created` too, when the error has one:
-    vLLM's has not, the time of the error stands in).
+    drops. Its stand-in has the stream's id, `created` and model.
     """
     d = chunk.__dict__
     if d.get("object") != "error":
         return chunk
-    created = d.get("created")
+    created = state.response_created
     return _chunk_type().construct(
         id=state.response_id or "",
         choices=[],

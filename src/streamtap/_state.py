@@ -134,6 +134,7 @@ class StreamState:
         "request",
         "request_id",
         "resolved",
+        "response_created",
         "response_id",
         "response_model",
         "resume_strategy",
@@ -170,6 +171,7 @@ class StreamState:
         self.tool_calls_seen = False
         self.exact_tokens = 0  # tokens the server itself reported per chunk (logprobs)
         self.response_id: str | None = None
+        self.response_created: Any = None  # the first chunk's `created` (for synthetic chunks)
         self.response_model: str | None = None
         self.status_code: int | None = None
         self.request_id: str | None = None
