@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from streamtap import _report
-from streamtap._report import Aggregator, percentile, report_main
+from streamtap._report import Aggregator, percentile
+from streamtap._report_cli import report_main
 from streamtap._report_html import render_html
 
 T0 = 1795291200.0  # 2026-11-21 20:00:00 UTC
@@ -350,7 +351,8 @@ def test_stdin_subprocess() -> None:
     src = str(Path(_report.__file__).parent.parent)
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     code = (
-        "import sys; from streamtap._report import report_main; sys.exit(report_main(sys.argv[1:]))"
+        "import sys; from streamtap._report_cli import report_main; "
+        "sys.exit(report_main(sys.argv[1:]))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, "-", "--json"],

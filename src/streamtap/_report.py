@@ -7,20 +7,27 @@ input is fatal: malformed lines are counted and a few are shown.
 
 Input is streamed line by line. Per group (model, endpoint) the report keeps counters and one
 `array('d')` per latency metric (8 bytes a value, so millions of streams are fine), which makes
-every percentile exact. Percentiles use the **nearest-rank** method: the p-th percentile of n
-sorted values is the value at 1-based rank ceil(p/100 * n). It is always an observed value, so
-TTFT values 0.01, 0.02, ..., 1.00 give p50 = 0.50, p95 = 0.95, p99 = 0.99 exactly.
+every percentile exact.
+
+Log files are input from anywhere: every value is checked before use. Numbers out of range
+(negative or absurd latencies, a 400-digit integer, a start time outside years 1 to 9999) are
+ignored and counted; JSON nested too deeply to decode is a malformed line; the number of groups
+and of time buckets is bounded (the bucket width grows instead); and every string from the input
+is shown with its control characters escaped (`printable`), so a log line cannot move the
+terminal's cursor, retitle it or reverse the text around it.
+
+Percentiles use the **nearest-rank** method: the p-th percentile of n sorted values is the
+value at 1-based rank ceil(p/100 * n). It is always an observed value, so TTFT values 0.01,
+0.02, ..., 1.00 give p50 = 0.50, p95 = 0.95, p99 = 0.99 exactly.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import io
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -28,7 +35,7 @@ import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
 SUMMARY_EVENT = "streamtap.stream.summary"
@@ -45,20 +52,75 @@ _MAX_EXAMPLES = 5  # malformed lines quoted in the report
 _MAX_BRACES = 4  # '{' positions tried per line before giving up
 # Wrappers that carry the event as a string: Docker's json-file driver ("log"), log shippers.
 _WRAPPER_KEYS = ("log", "message", "msg", "line")
+# Largest latency (s) or rate (1/s) taken from a summary, and largest token count or retry
+# count: beyond them a value is a corrupt field, and it would only break the scales.
+MAX_METRIC = 1e12
+MAX_COUNT = 2**53
+# Rows per table: further models (endpoints) are added up in one "(other)" row.
+MAX_GROUPS = 500
+OTHER = "(other)"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Start times a summary may have: what a datetime can show (years 1 to 9999). A bucket may
+# start before MIN_TIME: `utc` clamps what it shows.
+MIN_TIME = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH).total_seconds()
+MAX_TIME = (datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc) - _EPOCH).total_seconds()
 
 
 def _num(value: Any) -> float | None:
     """A finite number, or None for null / missing / anything else."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
     return f if math.isfinite(f) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _int(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value
+
+
+def utc(t: float) -> datetime:
+    """Epoch seconds as an aware UTC datetime; never raises (clamped to years 1 to 9999)."""
+    if not MIN_TIME <= t <= MAX_TIME:  # also NaN
+        t = MIN_TIME if t < 0 else MAX_TIME
+    return _EPOCH + timedelta(seconds=t)
+
+
+def fmt_utc(t: float, seconds: bool = True) -> str:
+    """`YYYY-MM-DD HH:MM[:SS]` (formatted by hand: strftime pads years below 1000 unevenly)."""
+    d = utc(t)
+    text = f"{d.year:04d}-{d.month:02d}-{d.day:02d} {d.hour:02d}:{d.minute:02d}"
+    return text + f":{d.second:02d}" if seconds else text
+
+
+# Characters that would act on a terminal or reorder text instead of being shown: C0 and C1
+# controls, DEL, bidirectional marks, overrides and isolates, line and paragraph separators,
+# the byte order mark, and lone surrogates (which cannot even be encoded).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    o = ord(m.group())
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` safe to show: at most `limit` characters, control characters escaped (`\\x1b`)."""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return _UNPRINTABLE.sub(_escape_char, text)
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -133,6 +195,7 @@ class Summary:
         "gap_p95",
         "input_tokens",
         "model",
+        "out_of_range",
         "outcome",
         "output_tokens",
         "reasoning_tokens",
@@ -146,34 +209,68 @@ class Summary:
     )
 
     def __init__(self, ev: Mapping[str, Any]) -> None:
+        self.out_of_range = 0  # numbers of the right type but an impossible value (ignored)
         self.model: str = ev["gen_ai.request.model"]
         self.outcome: str = ev["streamtap.outcome"]
         address = ev.get("server.address")
-        port = _int(ev.get("server.port"))
+        port = self._count(ev.get("server.port"), 65535)
         if isinstance(address, str) and address:
             self.endpoint = f"{address}:{port}" if port is not None else address
         else:
             self.endpoint = UNKNOWN
         err = ev.get("error.type")
         self.error_type: str | None = err if isinstance(err, str) and err else None
-        self.ttft = _num(ev.get("streamtap.time_to_first_token"))
-        self.ttfc = _num(ev.get("gen_ai.response.time_to_first_chunk"))
-        self.duration = _num(ev.get("streamtap.duration"))
-        self.tpot = _num(ev.get("streamtap.time_per_output_token"))
-        self.tps = _num(ev.get("streamtap.output_tokens_per_second"))
-        self.gap_p95 = _num(ev.get("streamtap.gap.p95"))
-        self.input_tokens = _int(ev.get("gen_ai.usage.input_tokens"))
-        self.output_tokens = _int(ev.get("gen_ai.usage.output_tokens"))
-        self.reasoning_tokens = _int(ev.get("streamtap.usage.reasoning_tokens"))
-        self.cached_tokens = _int(ev.get("streamtap.usage.cached_tokens"))
-        self.retries = _int(ev.get("streamtap.retries")) or 0
+        self.ttft = self._metric(ev.get("streamtap.time_to_first_token"))
+        self.ttfc = self._metric(ev.get("gen_ai.response.time_to_first_chunk"))
+        self.duration = self._metric(ev.get("streamtap.duration"))
+        self.tpot = self._metric(ev.get("streamtap.time_per_output_token"))
+        self.tps = self._metric(ev.get("streamtap.output_tokens_per_second"))
+        self.gap_p95 = self._metric(ev.get("streamtap.gap.p95"))
+        self.input_tokens = self._count(ev.get("gen_ai.usage.input_tokens"))
+        self.output_tokens = self._count(ev.get("gen_ai.usage.output_tokens"))
+        self.reasoning_tokens = self._count(ev.get("streamtap.usage.reasoning_tokens"))
+        self.cached_tokens = self._count(ev.get("streamtap.usage.cached_tokens"))
+        self.retries = self._count(ev.get("streamtap.retries")) or 0
         strategy = ev.get("streamtap.resume.strategy")
         self.strategy: str = strategy if isinstance(strategy, str) and strategy else NO_STRATEGY
-        self.time = event_time(ev)
+        self.time = self._time(ev)
+
+    def _time(self, ev: Mapping[str, Any]) -> float | None:
+        started = ev.get("streamtap.started_at")
+        if _is_number(started) and _num(started) is None:  # NaN, or too large for a float
+            self.out_of_range += 1
+        t = event_time(ev)
+        if t is not None and not MIN_TIME <= t <= MAX_TIME:
+            self.out_of_range += 1
+            return None
+        return t
+
+    def _metric(self, value: Any) -> float | None:
+        """A latency or rate: a number in [0, MAX_METRIC]; None when missing or unusable."""
+        if not _is_number(value):
+            return None  # missing, or of the wrong type: unknown
+        f = _num(value)
+        if f is None or not 0.0 <= f <= MAX_METRIC:
+            self.out_of_range += 1
+            return None
+        return f
+
+    def _count(self, value: Any, limit: int = MAX_COUNT) -> int | None:
+        """Tokens, retries, a port: an integer in [0, limit]; None when missing or unusable."""
+        n = _int(value)
+        if n is None:
+            return None
+        if not 0 <= n <= limit:
+            self.out_of_range += 1
+            return None
+        return n
 
 
 def event_time(ev: Mapping[str, Any]) -> float | None:
-    """Seconds since the epoch: `streamtap.started_at`, else the log record's `timestamp`."""
+    """Seconds since the epoch: `streamtap.started_at`, else the log record's `timestamp`.
+
+    Not range-checked here: see `Summary` (MIN_TIME, MAX_TIME).
+    """
     started = _num(ev.get("streamtap.started_at"))
     if started is not None:
         return started
@@ -189,6 +286,8 @@ _FRACTION = re.compile(r"\.(\d+)")
 def parse_iso(text: str) -> float | None:
     """ISO 8601 date or date-time (`Z` allowed; naive means UTC) to epoch seconds."""
     s = text.strip()
+    if len(s) > 64:  # no date-time is that long; do not run the regex over a huge field
+        return None
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
     try:
@@ -202,7 +301,7 @@ def parse_iso(text: str) -> float | None:
             return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    return (dt - _EPOCH).total_seconds()  # (timestamp() fails near years 1 and 9999)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -211,24 +310,24 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_time_arg(text: str, now: float | None = None) -> float:
     """`--since` / `--until`: epoch seconds, ISO 8601, or an age such as `90m`, `6h`, `7d`."""
     s = text.strip()
+    parsed: float | None = None
     unit = _UNITS.get(s[-1:].lower())
     if unit is not None:
         try:
-            amount = float(s[:-1])
+            parsed = (time.time() if now is None else now) - float(s[:-1]) * unit
         except ValueError:
             pass
-        else:
-            return (time.time() if now is None else now) - amount * unit
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    parsed = parse_iso(s)
     if parsed is None:
+        try:
+            parsed = float(s)
+        except ValueError:
+            parsed = parse_iso(s)
+    if parsed is None or not math.isfinite(parsed):
         raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use ISO 8601, epoch seconds, or an age like 30m, 6h, 7d)"
+            f"not a time: {printable(repr(text), 80)} "
+            "(use ISO 8601, epoch seconds, or an age like 30m, 6h, 7d)"
         )
-    return parsed
+    return min(max(parsed, MIN_TIME), MAX_TIME)  # every stream's time is in that range
 
 
 class GroupStats:
@@ -356,11 +455,23 @@ class Bucket:
 
 
 # Bucket widths in seconds; each one a multiple of the one before, so buckets merge cleanly.
+# Past a week the width doubles (`bucket_width`): any span fits in a bounded number of buckets.
 WIDTHS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200, 86400, 604800)
 
 
+def bucket_width(level: int) -> int:
+    if level < len(WIDTHS):
+        return WIDTHS[level]
+    return WIDTHS[-1] << (level - len(WIDTHS) + 1)
+
+
 class TimeSeries:
-    """Buckets by event start time whose width grows (by merging) as the time span grows."""
+    """Buckets by event start time whose width grows (by merging) as the time span grows.
+
+    At most `max_buckets` buckets are kept while reading, and `series()` returns at most
+    `max_points` of them: memory and output stay bounded whatever the span (start times are
+    within MIN_TIME and MAX_TIME, so the width never needs more than about 2**20 weeks).
+    """
 
     def __init__(self, max_buckets: int = 2048) -> None:
         self.max_buckets = max_buckets
@@ -371,14 +482,14 @@ class TimeSeries:
 
     @property
     def width(self) -> int:
-        return WIDTHS[self._level]
+        return bucket_width(self._level)
 
     def add(self, t: float, s: Summary) -> None:
         if self.first is None or t < self.first:
             self.first = t
         if self.last is None or t > self.last:
             self.last = t
-        width = WIDTHS[self._level]
+        width = self.width
         key = int(t // width) * width
         bucket = self.buckets.get(key)
         if bucket is None:
@@ -390,10 +501,10 @@ class TimeSeries:
         bucket.add(s)
 
     def _coarsen(self, until_at_most: int | None = None) -> None:
-        limit = self.max_buckets if until_at_most is None else until_at_most
-        while self._level < len(WIDTHS) - 1:
+        limit = max(1, self.max_buckets if until_at_most is None else until_at_most)
+        while True:
             self._level += 1
-            width = WIDTHS[self._level]
+            width = self.width
             merged: dict[int, Bucket] = {}
             for key, bucket in self.buckets.items():
                 k = (key // width) * width
@@ -444,16 +555,26 @@ class TimeSeries:
 class LineCounts:
     """What the input lines were."""
 
-    __slots__ = ("filtered", "invalid", "lines", "malformed", "non_json", "other_json", "summaries")
+    __slots__ = (
+        "filtered",
+        "invalid",
+        "lines",
+        "malformed",
+        "non_json",
+        "other_json",
+        "out_of_range",
+        "summaries",
+    )
 
     def __init__(self) -> None:
         self.lines = 0  # every line read, blank ones included
         self.summaries = 0  # valid summary events kept (after --since/--until)
         self.filtered = 0  # valid summaries outside --since/--until (or with no time)
-        self.malformed = 0  # looked like JSON but did not parse
+        self.malformed = 0  # looked like JSON but did not parse (or nested too deeply)
         self.invalid = 0  # summary events missing a required field
         self.other_json = 0  # JSON objects that are not summary events
         self.non_json = 0  # everything else: plain text, blank lines
+        self.out_of_range = 0  # kept summaries with a value out of range (that value ignored)
 
     def to_json(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -489,6 +610,7 @@ class Aggregator:
         self.timeseries = TimeSeries()
         self.examples: list[dict[str, Any]] = []
         self._decoder = json.JSONDecoder()
+        self._too_deep = False
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -500,9 +622,13 @@ class Aggregator:
         if brace < 0:
             counts.non_json += 1
             return
+        self._too_deep = False
         obj = self._decode(line, brace)
         if obj is None:
-            if SUMMARY_EVENT in line or _looks_like_json(line[brace:]):
+            if self._too_deep:
+                counts.malformed += 1
+                self._example(source, lineno, "JSON nested too deeply", line)
+            elif SUMMARY_EVENT in line or _looks_like_json(line[brace:]):
                 counts.malformed += 1
                 self._example(source, lineno, "not valid JSON (truncated?)", line)
             else:
@@ -526,8 +652,11 @@ class Aggregator:
         for _ in range(_MAX_BRACES):
             try:
                 obj, _end = self._decoder.raw_decode(text, brace)
-            except ValueError:
+            except ValueError:  # (also integers past Python's digit limit)
                 obj = None
+            except RecursionError:  # deeper than the interpreter's stack: no retry helps
+                self._too_deep = True
+                return None
             if isinstance(obj, dict):
                 return obj
             brace = text.find("{", brace + 1)
@@ -567,15 +696,11 @@ class Aggregator:
                 self.counts.filtered += 1
                 return False
         self.counts.summaries += 1
+        if s.out_of_range:
+            self.counts.out_of_range += 1
         self.overall.add(s)
-        group = self.by_model.get(s.model)
-        if group is None:
-            group = self.by_model[s.model] = GroupStats()
-        group.add(s)
-        group = self.by_endpoint.get(s.endpoint)
-        if group is None:
-            group = self.by_endpoint[s.endpoint] = GroupStats()
-        group.add(s)
+        _group(self.by_model, s.model).add(s)
+        _group(self.by_endpoint, s.endpoint).add(s)
         if s.time is not None:
             self.timeseries.add(s.time, s)
         return True
@@ -597,6 +722,18 @@ class Aggregator:
             out["by_endpoint"] = {k: g.to_json() for k, g in sorted(self.by_endpoint.items())}
         out["timeseries"] = self.timeseries.to_json()
         return out
+
+
+def _group(groups: dict[str, GroupStats], key: str) -> GroupStats:
+    """The group for `key`; past MAX_GROUPS groups, the shared OTHER one."""
+    group = groups.get(key)
+    if group is None:
+        if len(groups) >= MAX_GROUPS:
+            key = OTHER
+            group = groups.get(key)
+        if group is None:
+            group = groups[key] = GroupStats()
+    return group
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -699,7 +836,7 @@ def read_paths(
                     read_stream(agg, f, path, progress)
         except (OSError, EOFError, zlib.error) as exc:
             failed += 1
-            err.write(f"streamtap report: cannot read {path}: {exc}\n")
+            err.write(f"streamtap report: cannot read {printable(path)}: {printable(str(exc))}\n")
     return failed
 
 
@@ -722,8 +859,13 @@ def _fmt_pct(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "-"
 
 
-def _fmt_counter(c: Mapping[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+def _fmt_counter(c: Mapping[str, int], most: int = 8) -> str:
+    """`ok 90, error 3`: the `most` commonest keys (names from the input made printable)."""
+    items = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{printable(k, 60)} {v:,}" for k, v in items[:most])
+    if len(items) > most:
+        text += f", {len(items) - most:,} more"
+    return text
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
@@ -768,7 +910,7 @@ TRAFFIC_HEADERS = (
 
 def latency_row(name: str, g: GroupStats) -> list[str]:
     return [
-        name,
+        printable(name),
         f"{g.count:,}",
         _fmt_s(g.ttft.percentile(50)),
         _fmt_s(g.ttft.percentile(95)),
@@ -784,7 +926,7 @@ def traffic_row(name: str, g: GroupStats) -> list[str]:
     if g.resumed:
         resumed += f" ({_fmt_counter(g.resumed)})"
     return [
-        name,
+        printable(name),
         f"{g.count:,}",
         _fmt_pct(g.errors, g.count),
         _fmt_pct(g.retried, g.count),
@@ -805,9 +947,7 @@ def _groups(agg: Aggregator, by: str) -> list[tuple[str, dict[str, GroupStats]]]
 
 
 def _fmt_time(t: float | None) -> str:
-    if t is None:
-        return "?"
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "?" if t is None else fmt_utc(t) + " UTC"
 
 
 def render_text(agg: Aggregator, by: str = "both") -> str:
@@ -822,7 +962,12 @@ def render_text(agg: Aggregator, by: str = "both") -> str:
         f"lines: {c.lines:,} read, {c.summaries:,} summaries, {c.malformed:,} malformed, "
         f"{c.invalid:,} invalid summaries, {c.other_json:,} other JSON, "
         f"{c.non_json:,} not JSON"
-        + (f", {c.filtered:,} outside the time range" if c.filtered else ""),
+        + (f", {c.filtered:,} outside the time range" if c.filtered else "")
+        + (
+            f"; {c.out_of_range:,} summaries with values out of range (those values ignored)"
+            if c.out_of_range
+            else ""
+        ),
         "percentiles: nearest-rank. TTFT = time to first token, TPOT = time per output token,"
         " gap p95 = median over streams of each stream's p95 inter-chunk gap.",
     ]
@@ -837,103 +982,6 @@ def render_text(agg: Aggregator, by: str = "both") -> str:
         parts.append(f"\nLatency by {label}\n" + table(heads, lat_rows, "lrrrrrrr"))
         heads = [label, *TRAFFIC_HEADERS[1:]]
         parts.append(f"\nTraffic and reliability by {label}\n" + table(heads, trf_rows, "lrrrrrll"))
+        if OTHER in groups:
+            parts.append(f"{OTHER}: every {label} past the first {MAX_GROUPS:,}, added up")
     return "\n".join(parts) + "\n"
-
-
-# -- command line --------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="streamtap report",
-        description=(
-            "Summarise streamtap.stream.summary events from JSON log files: latency "
-            "percentiles (nearest-rank), error and retry rates, tokens, per model and endpoint."
-        ),
-    )
-    p.add_argument(
-        "paths",
-        nargs="*",
-        default=["-"],
-        metavar="LOGFILE",
-        help="log files, plain or gzipped (detected by content); '-' or nothing reads stdin",
-    )
-    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
-    p.add_argument(
-        "--by",
-        choices=("model", "endpoint", "both"),
-        default="both",
-        help="group tables by model, by endpoint (server.address:server.port), or both",
-    )
-    p.add_argument("--json", action="store_true", help="print the aggregates as JSON")
-    p.add_argument(
-        "--since",
-        type=parse_time_arg,
-        metavar="TIME",
-        help="keep streams started at or after TIME (ISO 8601, epoch seconds, or an age: 6h)",
-    )
-    p.add_argument(
-        "--until", type=parse_time_arg, metavar="TIME", help="keep streams started before TIME"
-    )
-    p.add_argument(
-        "--progress",
-        action="store_true",
-        help="report progress on stderr (default: only when stderr is a terminal)",
-    )
-    return p
-
-
-def report_main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdin: IO[Any] | None = None,
-    stdout: IO[str] | None = None,
-    stderr: IO[str] | None = None,
-) -> int:
-    """`streamtap report ...`; returns the exit code (0 ok, 1 unreadable input, 2 usage)."""
-    out = sys.stdout if stdout is None else stdout
-    err = sys.stderr if stderr is None else stderr
-    parser = build_parser()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            args = parser.parse_args(list(sys.argv[2:] if argv is None else argv))
-    except SystemExit as exc:  # --help, or a usage error already printed by argparse
-        return exc.code if isinstance(exc.code, int) else 2
-    if args.since is not None and args.until is not None and args.since >= args.until:
-        err.write("streamtap report: --since must be before --until\n")
-        return 2
-
-    agg = Aggregator(since=args.since, until=args.until)
-    progress = _Progress(err, _PROGRESS_EVERY, args.progress or _isatty(err))
-    failed = read_paths(agg, args.paths, stdin=stdin, progress=progress, stderr=err)
-    progress.done(agg)
-
-    c = agg.counts
-    if c.malformed or c.invalid:
-        err.write(
-            f"streamtap report: skipped {c.malformed:,} malformed line(s) and "
-            f"{c.invalid:,} invalid summary event(s)\n"
-        )
-        for ex in agg.examples:
-            err.write(f"  {ex['source']}:{ex['line']}: {ex['reason']}: {ex['text']}\n")
-    if c.summaries == 0:
-        err.write("streamtap report: no streamtap.stream.summary events found\n")
-
-    if args.html:
-        from ._report_html import render_html
-
-        try:
-            with open(args.html, "w", encoding="utf-8") as f:
-                f.write(render_html(agg))
-        except OSError as exc:
-            err.write(f"streamtap report: cannot write {args.html}: {exc}\n")
-            return 1
-        err.write(f"streamtap report: wrote {os.path.abspath(args.html)}\n")
-
-    if args.json:
-        json.dump(agg.to_json(args.by), out, indent=2, sort_keys=False)
-        out.write("\n")
-    else:
-        out.write(render_text(agg, args.by))
-    out.flush()
-    return 1 if failed else 0

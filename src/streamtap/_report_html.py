@@ -1,7 +1,8 @@
 """The `streamtap report --html` page: one self-contained file, charts drawn as inline SVG.
 
 No JavaScript, no fonts, no network: the charts are SVG built here, with a `<title>` and `<desc>`
-each, axis labels with units, and a native tooltip (`<title>`) on every bar and point.
+each, axis labels with units, and a native tooltip (`<title>`) on every bar and point. Every text
+goes through `_e`: HTML-escaped, with control and bidirectional characters shown as escapes.
 """
 
 from __future__ import annotations
@@ -10,17 +11,21 @@ import html
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Callable
 
 from ._report import (
+    MAX_GROUPS,
+    OTHER,
     PERCENTILE_METHOD,
     Aggregator,
     Bucket,
     Distribution,
     GroupStats,
+    fmt_utc,
     latency_row,
+    printable,
     traffic_row,
+    utc,
 )
 
 # Colour-blind-friendly palette (Okabe & Ito), then a few extra shades.
@@ -47,7 +52,7 @@ NBINS = 30
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(printable(str(text), 400), quote=True)
 
 
 def _nice_step(span: float, target: int) -> float:
@@ -63,8 +68,9 @@ def _nice_step(span: float, target: int) -> float:
 
 def nice_ticks(hi: float, target: int = 5) -> list[float]:
     """Ticks 0, step, ..., >= hi with a 1/2/2.5/5 x 10^k step."""
-    if hi <= 0:
+    if not hi > 0:
         hi = 1.0
+    hi = max(hi, 1e-6)  # ticks are rounded to 10 decimals: smaller steps would all be 0
     step = _nice_step(hi, target)
     n = math.ceil(hi / step - 1e-9)
     return [round(i * step, 10) for i in range(n + 1)]
@@ -209,23 +215,47 @@ def histogram_svg(
 
 # -- time series ---------------------------------------------------------------------------------
 
-_TIME_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
+_DAY = 86400
+_TIME_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, _DAY, 2 * _DAY)
+_TIME_STEPS += (7 * _DAY, 14 * _DAY, 30 * _DAY, 91 * _DAY, 182 * _DAY)
+_YEAR = 365 * _DAY  # longer steps: 1/2/5 x 10^k years, ticks on New Year's days
+
+
+def _time_step(span: float, target: int) -> int:
+    step = next((s for s in _TIME_STEPS if span / s <= target), None)
+    if step is not None:
+        return step
+    years = span / _YEAR / target
+    mag = 10 ** max(0, math.floor(math.log10(years))) if years >= 1 else 1
+    m = next((m for m in (1, 2, 5, 10) if years <= m * mag), 10)
+    return int(m * mag * _YEAR)
 
 
 def _time_ticks(t0: float, t1: float, target: int = 6) -> list[float]:
+    """At most `target` + 1 ticks over any span (a minute to the 10,000 years of MAX_TIME)."""
     span = max(t1 - t0, 1.0)
-    step = next((s for s in _TIME_STEPS if span / s <= target), _TIME_STEPS[-1])
+    step = _time_step(span, target)
+    if step >= _YEAR:  # on New Year's days, every `step` years
+        years = step // _YEAR
+        first = -(-max(utc(t0).year, 1) // years) * years
+        epoch = utc(0)
+        return [
+            (epoch.replace(year=y) - epoch).total_seconds()
+            for y in range(max(first, 1), utc(t1).year + 1, years)
+            if t0 <= (epoch.replace(year=y) - epoch).total_seconds() <= t1
+        ]
     first = math.ceil(t0 / step) * step
     return [float(t) for t in range(int(first), int(t1) + 1, step)]
 
 
 def _fmt_time(t: float, span: float) -> str:
-    dt = datetime.fromtimestamp(t, tz=timezone.utc)
     if span <= 86400:
-        return dt.strftime("%H:%M")
+        return fmt_utc(t, seconds=False)[11:]
     if span <= 7 * 86400:
-        return dt.strftime("%m-%d %H:%M")
-    return dt.strftime("%Y-%m-%d")
+        return fmt_utc(t, seconds=False)[5:]
+    if span <= 5 * _YEAR:
+        return fmt_utc(t)[:10]
+    return f"{utc(t).year:04d}"
 
 
 class Series:
@@ -625,11 +655,7 @@ def render_html(agg: Aggregator, title: str = "streamtap report") -> str:
     c = agg.counts
     ts = agg.timeseries
     if ts.first is not None and ts.last is not None:
-        span = (
-            datetime.fromtimestamp(ts.first, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
-            + " to "
-            + datetime.fromtimestamp(ts.last, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        )
+        span = f"{fmt_utc(ts.first, False)} to {fmt_utc(ts.last, False)} UTC"
     else:
         span = "no timestamps"
     parts = [
@@ -658,6 +684,16 @@ def render_html(agg: Aggregator, title: str = "streamtap report") -> str:
         f"{c.invalid:,} invalid summaries; {c.other_json:,} other JSON; "
         f"{c.non_json:,} not JSON"
         + (f"; {c.filtered:,} outside the time range" if c.filtered else "")
+        + (
+            f"; {c.out_of_range:,} summaries with values out of range (those values ignored)"
+            if c.out_of_range
+            else ""
+        )
+        + (
+            f". {_e(OTHER)}: the models or endpoints past the first {MAX_GROUPS:,}, added up"
+            if OTHER in agg.by_model or OTHER in agg.by_endpoint
+            else ""
+        )
         + ".</p></footer>",
         "</main></body></html>\n",
     ]
