@@ -216,8 +216,8 @@ def histogram_svg(
 # -- time series ---------------------------------------------------------------------------------
 
 _DAY = 86400
-_TIME_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, _DAY, 2 * _DAY)
-_TIME_STEPS += (7 * _DAY, 14 * _DAY, 30 * _DAY, 91 * _DAY, 182 * _DAY)
+_TIME_STEPS: tuple[int, ...] = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
+_TIME_STEPS += (_DAY, 2 * _DAY, 7 * _DAY, 14 * _DAY, 30 * _DAY, 91 * _DAY, 182 * _DAY)
 _YEAR = 365 * _DAY  # longer steps: 1/2/5 x 10^k years, ticks on New Year's days
 
 
