@@ -774,3 +774,252 @@ def test_end_to_end_with_the_real_library(server: Any, tmp_path: Path) -> None:
             o: sum(1 for s in mine if s["streamtap.outcome"] == o)
             for o in {s["streamtap.outcome"] for s in mine}
         }
+
+
+# -- hostile input -------------------------------------------------------------------------------
+# Log files come from anywhere. Valid JSON with absurd values, deep nesting or control characters
+# must give a report (never a traceback), with what was ignored counted, in bounded memory, and
+# with nothing that a terminal would act on.
+
+SUMMARY = "streamtap.stream.summary"
+BIG = "9" * 400  # a 400-digit integer: valid JSON, too large for a float
+# What a terminal or a text renderer would act on: C0 (but the newline), DEL, C1, bidi controls,
+# line separators, the BOM, lone surrogates.
+UNSAFE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def raw_summary(**fields: str) -> str:
+    """A summary line with some fields given as raw JSON text (for values json.dumps can't make)."""
+    base = '{"event": "streamtap.stream.summary", "gen_ai.request.model": "m", '
+    base += '"streamtap.outcome": "ok", "streamtap.time_to_first_token": 0.25'
+    return base + "".join(f', "{k}": {v}' for k, v in fields.items()) + "}"
+
+
+HOSTILE = {
+    "started_at 1e20": (raw_summary(**{"streamtap.started_at": "1e20"}), "out_of_range"),
+    "started_at -1e15": (raw_summary(**{"streamtap.started_at": "-1e15"}), "out_of_range"),
+    "started_at 400 digits": (raw_summary(**{"streamtap.started_at": BIG}), "out_of_range"),
+    "started_at NaN": (raw_summary(**{"streamtap.started_at": "NaN"}), "out_of_range"),
+    "ttft 400 digits": (raw_summary(**{"streamtap.duration": BIG}), "out_of_range"),
+    "ttft Infinity": (raw_summary(**{"streamtap.duration": "Infinity"}), "out_of_range"),
+    "ttft negative": (raw_summary(**{"streamtap.duration": "-3"}), "out_of_range"),
+    "tokens 400 digits": (raw_summary(**{"gen_ai.usage.output_tokens": BIG}), "out_of_range"),
+    "retries 400 digits": (raw_summary(**{"streamtap.retries": BIG}), "out_of_range"),
+    "port 400 digits": (
+        raw_summary(**{"server.address": '"h"', "server.port": BIG}),
+        "out_of_range",
+    ),
+    "year 0001 minus": (raw_summary(timestamp='"0001-01-01T00:00:00+14:00"'), "out_of_range"),
+    "year 0001": (raw_summary(timestamp='"0001-01-01T00:00:00Z"'), "summaries"),
+    "year 9999": (raw_summary(timestamp='"9999-12-31T23:59:59Z"'), "summaries"),
+    "nested 50k deep": (raw_summary(x="[" * 50_000 + "]" * 50_000), "malformed"),
+    "nested 50k open": ('{"event": "streamtap.stream.summary", "x": ' + "[" * 50_000, "malformed"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+@pytest.mark.parametrize("output", ["text", "json", "html"])
+def test_hostile_values_are_counted_not_fatal(name: str, output: str, tmp_path: Path) -> None:
+    """Each hostile line gives a report: exit 0, the line counted where it belongs, one line
+    on stderr saying what was skipped, no traceback."""
+    line, kind = HOSTILE[name]
+    extra = {"text": [], "json": ["--json"], "html": ["--html", str(tmp_path / "r.html")]}
+    code, _out, err = run(["-", *extra[output]], stdin=io.StringIO(line + "\n"))
+    assert code == 0, err
+    assert "Traceback" not in err
+    agg = Aggregator()
+    agg.feed_line(line)
+    counts = agg.counts.to_json()
+    assert counts[kind] == 1
+    if kind == "out_of_range":
+        assert counts["summaries"] == 1  # the summary counts; only its bad value is ignored
+        assert "ignored values out of range in 1 summary event(s)" in err
+    if kind == "malformed":
+        assert "JSON nested too deeply" in err or "not valid JSON" in err
+    if output == "html":
+        assert (tmp_path / "r.html").stat().st_size < 200_000
+
+
+def test_hostile_log_through_the_command_line(tmp_path: Path) -> None:
+    """`python -m streamtap report` on a file of every hostile line: a report, not a crash."""
+    path = tmp_path / "hostile.log"
+    path.write_text("\n".join(line for line, _ in HOSTILE.values()) + "\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamtap", "report", str(path), "--html", str(tmp_path / "h")],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "streams" in proc.stdout.decode()
+
+
+def test_huge_time_span_is_bounded(tmp_path: Path) -> None:
+    """Start times 0 and 1e11 (and the ends of the calendar): a few buckets of a wider width,
+    a small HTML page, little memory (it was 165,000 buckets, 395 MB and a 72 MB page)."""
+    import tracemalloc
+
+    lines = [
+        raw_summary(**{"streamtap.started_at": "0"}),
+        raw_summary(**{"streamtap.started_at": "1e11"}),
+        raw_summary(timestamp='"0001-01-01T00:00:00Z"'),
+        raw_summary(timestamp='"9999-12-31T23:59:59Z"'),
+    ]
+    tracemalloc.start()
+    try:
+        agg = Aggregator()
+        for line in lines:
+            agg.feed_line(line)
+        page = render_html(agg)
+        text = _report.render_text(agg)
+        rep = agg.to_json()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert agg.counts.summaries == 4 and agg.counts.out_of_range == 0
+    buckets = rep["timeseries"]["buckets"]
+    assert 1 <= len(buckets) <= 120
+    assert sum(b["count"] for b in buckets) == 4
+    assert rep["timeseries"]["bucket_seconds"] > 604800
+    assert len(page) < 200_000
+    assert peak < 20_000_000
+    assert "0001-01-01 00:00:00 UTC to 9999-12-31 23:59:59 UTC" in text
+    code, _out, err = run(["-", "--html", str(tmp_path / "r.html")], stdin=io.StringIO(lines[1]))
+    assert code == 0, err
+
+
+def test_group_count_is_bounded() -> None:
+    """Past MAX_GROUPS distinct models, further ones are added up in one "(other)" row."""
+    agg = Aggregator()
+    for i in range(_report.MAX_GROUPS + 100):
+        agg.feed_line(json.dumps(summary(f"model-{i}", "h", 1)))
+    assert len(agg.by_model) == _report.MAX_GROUPS + 1
+    assert agg.by_model[_report.OTHER].count == 100
+    assert sum(g.count for g in agg.by_model.values()) == _report.MAX_GROUPS + 100
+    assert "(other): every model past the first 500, added up" in _report.render_text(agg)
+
+
+def test_control_characters_are_escaped() -> None:
+    """Names from the log reach the terminal escaped: no ESC, CR, OSC, C1 or bidi override
+    acts on it, in the tables, in the quoted malformed lines, or in the HTML page."""
+    hostile = "m\x1b[2J\x1b]0;owned\x07\r\x9b31m\u202eevil\u2066\ud800"
+    ev = summary(hostile, "h\x1b[31m", 1, **{"streamtap.started_at": T0})
+    ev.update(
+        {
+            "streamtap.outcome": "error\x1b[5m",
+            "error.type": "E\r\x1b[K",
+            "streamtap.retries": 1,
+            "streamtap.resume.strategy": "s\x1b]8;;http://x\x07",
+        }
+    )
+    line = json.dumps(ev)  # (control characters as JSON escapes: valid JSON)
+    assert UNSAFE.search(line) is None
+    malformed = '{"event": "streamtap.stream.summary", "x": "\x1b[2J\r\u202e'  # raw, cut off
+    code, out, err = run(["-"], stdin=io.StringIO(line + "\n" + malformed + "\n"))
+    assert code == 0
+    assert UNSAFE.search(out) is None, out
+    assert UNSAFE.search(err) is None, err
+    assert "m\\x1b[2J\\x1b]0;owned\\x07\\x0d\\x9b31m\\u202eevil\\u2066\\ud800" in out
+    assert "\\x1b[2J\\x0d\\u202e" in err  # the malformed line is quoted, escaped
+    page = render_html(aggregate([ev]))
+    assert UNSAFE.search(page) is None
+    assert "m\\x1b[2J" in page
+
+
+def test_bad_time_arguments_are_one_line_errors() -> None:
+    """--since/--until with NaN, infinity or a huge age: a usage error, or clamped; no crash."""
+    code, _out, err = run(["-", "--since", "nan"], stdin=io.StringIO(""))
+    assert code == 2 and "not a time" in err and "Traceback" not in err
+    code, _out, err = run(["-", "--since", "1e400"], stdin=io.StringIO(""))
+    assert code == 2 and "not a time" in err
+    code, _out, err = run(["-", "--since", "1e300d"], stdin=io.StringIO(""))
+    assert code == 0, err
+
+
+# -- property tests ------------------------------------------------------------------------------
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is in the test extras
+    st = None  # type: ignore[assignment]
+
+FIELDS = (
+    "streamtap.started_at",
+    "timestamp",
+    "streamtap.time_to_first_token",
+    "gen_ai.response.time_to_first_chunk",
+    "streamtap.duration",
+    "streamtap.time_per_output_token",
+    "streamtap.output_tokens_per_second",
+    "streamtap.gap.p95",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "streamtap.usage.reasoning_tokens",
+    "streamtap.usage.cached_tokens",
+    "streamtap.retries",
+    "streamtap.resume.strategy",
+    "server.address",
+    "server.port",
+    "error.type",
+)
+
+if st is not None:
+    # Any text, surrogates and controls included (json.dumps writes them as escapes).
+    any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=30)
+    numbers = st.one_of(
+        st.integers(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0, -1, 1e20, -1e15, 1e308, 5e-324, 10**400, -(10**30), 2**53 + 1]),
+    )
+    dates = st.datetimes().map(lambda d: d.isoformat() + "Z") | st.sampled_from(
+        ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-13-45", ""]
+    )
+    json_values = st.recursive(
+        st.none() | st.booleans() | numbers | any_text | dates,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+        max_leaves=8,
+    )
+    summaries = st.fixed_dictionaries(
+        {
+            "event": st.just(SUMMARY),
+            "gen_ai.request.model": any_text,
+            "streamtap.outcome": any_text | st.sampled_from(["ok", "error", "cancelled"]),
+        },
+        optional=dict.fromkeys(FIELDS, json_values),
+    )
+    lines = st.one_of(
+        summaries.map(json.dumps),
+        summaries.map(lambda ev: "2026-11-21 INFO " + json.dumps(ev, ensure_ascii=False)),
+        summaries.map(lambda ev: json.dumps({"log": json.dumps(ev)})),
+        summaries.map(lambda ev: json.dumps(ev)[: len(json.dumps(ev)) // 2]),  # cut off
+        json_values.map(json.dumps),
+        any_text,
+    )
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(lines, max_size=8))
+    def test_report_never_raises_and_prints_no_control_characters(batch: list[str]) -> None:
+        """Any lines at all: the text, JSON and HTML outputs are made, and the text outputs
+        (stdout and the quoted lines on stderr) and the page carry no control characters."""
+        text = "\n".join(line.replace("\n", " ").replace("\r", " ") for line in batch) + "\n"
+        code, out, err = run(["-"], stdin=io.StringIO(text))
+        assert code == 0
+        assert UNSAFE.search(out) is None, out
+        assert UNSAFE.search(err) is None, err
+        agg = Aggregator()
+        for line in batch:
+            agg.feed_line(line)
+        json.dumps(agg.to_json(), allow_nan=False)  # strict JSON: no NaN or infinity
+        page = render_html(agg)
+        assert UNSAFE.search(page) is None
+        assert len(page) < 500_000
+        c = agg.counts
+        assert c.lines == len(batch)
+        assert c.lines == c.summaries + c.filtered + c.malformed + c.invalid + c.other_json + (
+            c.non_json
+        )
