@@ -925,6 +925,10 @@ def test_control_characters_are_escaped() -> None:
     assert UNSAFE.search(err) is None, err
     assert "m\\x1b[2J\\x1b]0;owned\\x07\\x0d\\x9b31m\\u202eevil\\u2066\\ud800" in out
     assert "\\x1b[2J\\x0d\\u202e" in err  # the malformed line is quoted, escaped
+    line = json.dumps({**ev, "gen_ai.request.model": hostile + "\x7f"})  # (DEL stays raw)
+    code, out, err = run(["-", "--json"], stdin=io.StringIO(line))
+    assert code == 0 and UNSAFE.search(out) is None
+    assert list(json.loads(out)["by_model"]) == [hostile + "\x7f"]  # the JSON keeps it exact
     page = render_html(aggregate([ev]))
     assert UNSAFE.search(page) is None
     assert "m\\x1b[2J" in page
@@ -1007,10 +1011,11 @@ if st is not None:
         """Any lines at all: the text, JSON and HTML outputs are made, and the text outputs
         (stdout and the quoted lines on stderr) and the page carry no control characters."""
         text = "\n".join(line.replace("\n", " ").replace("\r", " ") for line in batch) + "\n"
-        code, out, err = run(["-"], stdin=io.StringIO(text))
-        assert code == 0
-        assert UNSAFE.search(out) is None, out
-        assert UNSAFE.search(err) is None, err
+        for args in (["-"], ["-", "--json"]):
+            code, out, err = run(args, stdin=io.StringIO(text))
+            assert code == 0
+            assert UNSAFE.search(out) is None, out
+            assert UNSAFE.search(err) is None, err
         agg = Aggregator()
         for line in batch:
             agg.feed_line(line)

@@ -138,8 +138,9 @@ def _run(argv: Sequence[str] | None, stdin: IO[Any] | None, out: IO[str], err: I
         err.write(f"streamtap report: wrote {printable(os.path.abspath(args.html))}\n")
 
     if args.json:
-        json.dump(agg.to_json(args.by), out, indent=2, sort_keys=False)
-        out.write("\n")
+        # ASCII only (names' control characters as \u escapes), and DEL too, which JSON allows.
+        text = json.dumps(agg.to_json(args.by), indent=2, sort_keys=False, ensure_ascii=True)
+        out.write(text.replace("\x7f", "\\u007f") + "\n")
     else:
         out.write(render_text(agg, args.by))
     out.flush()
