@@ -910,7 +910,7 @@ TRAFFIC_HEADERS = (
 
 def latency_row(name: str, g: GroupStats) -> list[str]:
     return [
-        printable(name),
+        printable(name, 100),
         f"{g.count:,}",
         _fmt_s(g.ttft.percentile(50)),
         _fmt_s(g.ttft.percentile(95)),
@@ -926,7 +926,7 @@ def traffic_row(name: str, g: GroupStats) -> list[str]:
     if g.resumed:
         resumed += f" ({_fmt_counter(g.resumed)})"
     return [
-        printable(name),
+        printable(name, 100),
         f"{g.count:,}",
         _fmt_pct(g.errors, g.count),
         _fmt_pct(g.retried, g.count),
