@@ -1028,3 +1028,15 @@ if st is not None:
         assert c.lines == c.summaries + c.filtered + c.malformed + c.invalid + c.other_json + (
             c.non_json
         )
+
+
+def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`streamtap report app.log | head`: the reader leaves, the report stops, no traceback."""
+    path = tmp_path / "app.log"
+    path.write_text("\n".join(json.dumps(summary(f"m{i}", "h", 1)) for i in range(300)) + "\n")
+    r, w = os.pipe()
+    os.close(r)
+    out = io.TextIOWrapper(io.FileIO(w, "w"), encoding="utf-8")
+    err = io.StringIO()
+    assert report_main([str(path), "--json"], stdout=out, stderr=err) == 1
+    assert "Traceback" not in err.getvalue()
