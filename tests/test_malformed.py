@@ -164,3 +164,30 @@ async def test_strict_mode_still_raises(
     server.enqueue(Reply(chunks=[chunk({"content": "Hel"}), chunk({"content": "lo"}, index="0")]))
     with pytest.raises(streamtap.StreamtapInternalError):
         await collect(server, "sync")
+
+
+def test_internal_error_anywhere_keeps_every_character_once(
+    server: FakeServer, events: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unreadable chunk at every position of the stream, for each kind of bad field, the
+    finish chunk included: the caller's text is the server's, character for character."""
+    monkeypatch.setenv("STREAMTAP_STRICT", "0")
+    pieces = ["The qu", "ick br", "own fox", " jum", "ps over", " the la", "zy dog."]
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    streamtap.instrument(client)
+    try:
+        for bad in sorted(BAD_FIELDS):
+            for k in range(len(pieces) + 1):
+                chunks = [chunk({"content": p}) for p in pieces]
+                chunks.append(chunk({}, finish_reason="stop"))
+                chunks[k]["choices"][0].update(BAD_FIELDS[bad])
+                server.enqueue(Reply(chunks=chunks))
+                got = list(
+                    client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+                )
+                assert content(got) == "".join(pieces), (bad, k)
+    finally:
+        client.close()
+    # (An index streamtap cannot read on a chunk with no text is no error: it is ignored.)
+    failed = [e.get("streamtap.internal_errors") for e in events.summaries]
+    assert failed.count(1) >= 2 * len(pieces) and set(failed) <= {1, None}

@@ -520,9 +520,14 @@ SALVAGED = -1  # (sync loop) processing the chunk failed: deliver `_salvage`'s c
 
 def _salvage(run: Run, chunk: Any, err: Exception) -> list[Any]:
     """Processing `chunk` failed: report it (raises in strict mode), then deliver the chunk
-    with the held text on the side it belongs, and no more buffering (see `salvage`)."""
+    with the held text on the side it belongs, and pass the rest of the stream through as the
+    SDK gives it: no buffering (see `salvage`), and no resuming either, whose decisions rest on
+    the bookkeeping that just failed (a finish reason it could not read is not a cut)."""
     state = run.state
     internal_error("processing a chunk", err, state.internal_errors)
+    if run.resumer is not None:
+        run.resumer = None
+        watchdog.unwatch(run)  # (stalls are watched for resuming only)
     try:
         return salvage(state, chunk)
     except Exception as exc:
