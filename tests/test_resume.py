@@ -98,7 +98,9 @@ def test_cut_at_every_chunk_position(opts: dict[str, Any], strategy: str, events
             assert ev["streamtap.outcome"] == "ok", k
             assert len({c.id for c in chunks}) == 1  # the first attempt's id throughout
             if ev["streamtap.retries"]:
-                assert ev["streamtap.resume.strategy"] == strategy
+                # Before any text there is nothing to continue: a plain new request.
+                delivered = ev["streamtap.attempts"][0]["chars"]
+                assert ev["streamtap.resume.strategy"] == (strategy if delivered else "replay")
                 assert ev["streamtap.attempts"][0]["cause"] == "transport"
         # Cuts before the last chunk or two (finish, usage) need a resume; later ones may not.
         assert sum(e["streamtap.retries"] for e in events.summaries) >= n - 2
@@ -349,17 +351,43 @@ def test_tool_call_stream_is_never_spliced(events: Any) -> None:
         assert events.one()["streamtap.outcome"] == "error"
 
 
-def test_diverging_replay_falls_back_to_continuation(events: Any) -> None:
-    """A nondeterministic model: the replay diverges, a continuation splices without overlap."""
+def test_diverging_replay_raises_by_default(events: Any) -> None:
+    """A nondeterministic model: by default the replay's divergence is detected before anything
+    of it is delivered, and the caller gets StreamInterrupted with exactly what one real answer
+    (the first) contained, never a splice of two answers."""
     with FakeServer(nondeterministic=True, answer_length=60) as server:
         client = client_for(server)
+        server.enqueue(Reply.model_mode(length=60, fault=Fault.cut(after_events=8)))
+        got: list[str] = []
+        with pytest.raises(openai.APIConnectionError) as info:
+            for chunk in client.chat.completions.create(model=MODEL, messages=MSG, stream=True):
+                got.append(chunk.choices[0].delta.content or "")
+        err = info.value
+        assert isinstance(err, streamtap.StreamInterrupted)
+        first = generate_answer(
+            [*MSG, {"role": "system", "content": "#nondeterministic 1"}], model=MODEL, length=60
+        )
+        text = "".join(got)
+        assert text and err.delivered == text and first.startswith(text)
+        assert "did not reproduce" in str(err)
+        assert len(server.requests) == 2
+        ev = events.one()
+        assert ev["streamtap.outcome"] == "error"
+        assert [a.get("cause") for a in ev["streamtap.attempts"]] == ["transport", "diverged"]
+
+
+def test_continuation_only_when_asked_for(events: Any) -> None:
+    """resume_strategy="continuation" (lossy, opt-in): the delivered text goes back as an
+    assistant message and the model continues it; a repeated overlap is cut."""
+    with FakeServer(nondeterministic=True, answer_length=60) as server:
+        client = client_for(server, resume_strategy="continuation")
         server.enqueue(Reply.model_mode(length=60, fault=Fault.cut(after_events=8)))
         got: list[str] = []
         for chunk in client.chat.completions.create(model=MODEL, messages=MSG, stream=True):
             got.append(chunk.choices[0].delta.content or "")
         ev = events.one()
         assert ev["streamtap.resume.strategy"] == "continuation"
-        assert "diverged" in [a.get("cause") for a in ev["streamtap.attempts"]]
+        assert ev["streamtap.outcome"] == "ok"
         text = "".join(got)
         first = server.requests[0]
         assert len(text) > 0

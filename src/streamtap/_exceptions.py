@@ -20,11 +20,44 @@ class StreamInterrupted(Exception):
 
     Attributes: `delivered` (text the caller received, per choice for n > 1), `attempts` (the
     attempt history, as in the summary event), `original` (the last underlying exception).
+
+    The instance raised is of a subclass that is also the matching openai exception and the
+    original exception's type; it is named `StreamInterrupted` in module `streamtap` as well,
+    so a traceback reads `streamtap.StreamInterrupted: <why>`.
     """
 
     delivered: str | dict[str, str]
     attempts: list[dict[str, Any]]
-    original: BaseException
+    original: BaseException | None
+
+    def __reduce__(self) -> Any:
+        # The concrete class is made at run time: pickle it as the recipe that makes it again.
+        bases = type(self).__bases__
+        return (
+            _rebuild,
+            (bases, str(self), self.delivered, self.attempts),
+        )
+
+
+def _rebuild(
+    bases: tuple[type, ...], message: str, delivered: Any, attempts: Any
+) -> StreamInterrupted:
+    cls = _class_for(bases)
+    exc: StreamInterrupted = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(
+        message=message,
+        request=None,
+        _request=None,
+        body=None,
+        code=None,
+        param=None,
+        type=None,
+        delivered=delivered,
+        attempts=attempts,
+        original=None,
+    )
+    return exc
 
 
 class Diverged(Exception):
@@ -32,10 +65,23 @@ class Diverged(Exception):
 
 
 class IncompleteStream(Exception):
-    """The server ended the stream cleanly but without a finish_reason."""
+    """The server ended the body cleanly but without a finish_reason (and without `[DONE]`).
+
+    Raised by the resume logic too, to mean "end the stream here, as the raw SDK would".
+    """
+
+    def __init__(self, message: str = "the server ended the stream without a finish_reason"):
+        super().__init__(message)
+
+
+class Stalled(Exception):
+    """The watchdog shut the socket of a body that ends when the connection closes.
+
+    The SDK sees such a body end cleanly; streamtap closed it itself, so it is a stall.
+    """
 
     def __init__(self) -> None:
-        super().__init__("the server ended the stream without a finish_reason")
+        super().__init__("no data from the server for longer than the stall timeout")
 
 
 class ErrorObject(Exception):
@@ -47,8 +93,49 @@ class ErrorObject(Exception):
         self.body = body
 
 
-_classes: dict[tuple[type, type], type[StreamInterrupted]] = {}
+# Signals of streamtap's own: never the base of what a caller gets.
+_INTERNAL = (Diverged, IncompleteStream, Stalled, ErrorObject)
+
+_classes: dict[tuple[type, ...], type[StreamInterrupted]] = {}
 _lock = threading.Lock()
+
+
+def _class_for(bases: tuple[type, ...]) -> type[StreamInterrupted]:
+    """The StreamInterrupted subclass with these bases, made once."""
+    cls = _classes.get(bases)
+    if cls is None:
+        with _lock:
+            cls = _classes.get(bases)
+            if cls is None:
+                cls = _make_class(bases)
+                _classes[bases] = cls
+    return cls
+
+
+def _make_class(bases: tuple[type, ...]) -> type[StreamInterrupted]:
+    try:
+        cls: type[StreamInterrupted] = type("StreamInterrupted", bases, {})
+    except TypeError:  # incompatible layouts: the openai family still catches it
+        cls = type("StreamInterrupted", bases[:1] + bases[-1:], {})
+    # What a traceback, repr() and the summary's error.type show: the public name.
+    cls.__module__ = "streamtap"
+    cls.__qualname__ = "StreamInterrupted"
+    return cls
+
+
+def _bases(original: BaseException) -> tuple[type, ...]:
+    """StreamInterrupted, the original exception's type, and the matching openai family."""
+    family: type = openai.APIConnectionError
+    if isinstance(original, openai.APIError) and not isinstance(
+        original, openai.APIConnectionError
+    ):
+        family = openai.APIError
+    orig_type = type(original)
+    if issubclass(family, orig_type) or issubclass(orig_type, _INTERNAL):
+        return (StreamInterrupted, family)
+    if issubclass(orig_type, family):
+        return (StreamInterrupted, orig_type)
+    return (StreamInterrupted, orig_type, family)
 
 
 def interrupted(
@@ -58,31 +145,7 @@ def interrupted(
     attempts: list[dict[str, Any]],
 ) -> StreamInterrupted:
     """Build the exception to raise for `original`, catchable as all of its ancestors."""
-    family: type = openai.APIConnectionError
-    if isinstance(original, openai.APIError) and not isinstance(
-        original, openai.APIConnectionError
-    ):
-        family = openai.APIError
-    orig_type = type(original)
-    key = (family, orig_type)
-    cls: type[StreamInterrupted] | None = _classes.get(key)
-    if cls is None:
-        with _lock:
-            bases: tuple[type, ...] = (StreamInterrupted, family)
-            if not issubclass(family, orig_type) and orig_type not in (Diverged, IncompleteStream):
-                bases = (
-                    (StreamInterrupted, orig_type, family)
-                    if not issubclass(orig_type, family)
-                    else (StreamInterrupted, orig_type)
-                )
-            try:
-                cls = type(f"StreamInterrupted_{orig_type.__name__}", bases, {})
-            except TypeError:  # incompatible layouts: the openai family still catches it
-                cls = type(
-                    f"StreamInterrupted_{orig_type.__name__}", (StreamInterrupted, family), {}
-                )
-            cls.__module__ = "streamtap"
-            _classes[key] = cls
+    cls = _class_for(_bases(original))
     exc: StreamInterrupted = cls.__new__(cls)
     Exception.__init__(exc, message)
     # Attributes the openai and httpx exception types promise to their handlers.

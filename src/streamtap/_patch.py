@@ -23,7 +23,7 @@ from ._errors import internal_error
 from ._openai import endpoint_key, record_completion, request_fields, response_meta
 from ._options import Resolved
 from ._proxy import AsyncStreamProxy, ResponseProxy, Run, StreamProxy
-from ._recover import Resumer
+from ._recover import Resumer, forget_endpoints
 from ._state import StreamState
 
 _clock = time.perf_counter
@@ -100,6 +100,7 @@ def uninstrument(client: Any = None) -> None:
         _clients.clear()
         _global = None
         _no_stream_options.clear()
+        forget_endpoints()
         for cls, name, original in reversed(_patched):
             setattr(cls, name, original)
         _patched.clear()

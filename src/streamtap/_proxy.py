@@ -25,7 +25,7 @@ import wrapt
 
 from . import _log
 from ._errors import internal_error, report_repeats
-from ._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
+from ._exceptions import ErrorObject, IncompleteStream, Stalled, StreamInterrupted
 from ._openai import (
     DELIVER,
     ERROR,
@@ -62,6 +62,7 @@ class Run:
         "is_async",
         "last_chunk",
         "loop",
+        "probe",
         "reading",
         "reads",
         "resumer",
@@ -96,6 +97,8 @@ class Run:
         self.stalled = False
         self.loop: Any = None
         self.is_async = not hasattr(stream, "__next__")
+        # Only a resumer needs to tell a server's `[DONE]` from a body that just stopped.
+        self.probe = DoneProbe.install(stream) if resumer is not None else None
         response_meta(state, getattr(stream, "response", None))
 
     @property
@@ -129,11 +132,20 @@ class Run:
         self.state.discard_held()
         self.attempt_base = self.progress()
 
+    def adopt(self, source: Any) -> None:
+        """Read a resumed attempt's stream from now on."""
+        if self.probe is not None:
+            self.probe.release()
+        self.stream = source
+        self.probe = getattr(source, "probe", None)
+
     def finish(self, outcome: str, end: str, exc: BaseException | None = None) -> None:
         state = self.state
         if state.finish(outcome, end, _clock(), exc):
             self.reading = False
             watchdog.unwatch(self)
+            if self.probe is not None:
+                self.probe.release()
             if exc is not None:
                 error_meta(state, exc)
             if state.internal_errors:
@@ -148,19 +160,31 @@ class Run:
         seen = {ln.index for ln in state.lanes.values()}
         return bool(state.finish_reasons) and seen <= set(state.finish_reasons)
 
-    def resumable_end(self) -> bool:
-        """A clean end that is really a cut: text but no finish_reason and no usage."""
+    def end_failure(self) -> Exception | None:
+        """The SDK's iterator ended cleanly: None if that is the end of the answer, else the
+        failure it stands for (run once per body, never per chunk)."""
+        if self.resumer is None:
+            return None
+        probe = self.probe
+        if probe is not None and probe.done():
+            return None  # `[DONE]`: the server says it has finished
+        if self.stalled:
+            # The watchdog shut the socket of a body that ends when the connection closes.
+            return Stalled()
         state = self.state
-        return (
-            self.resumer is not None
-            and not self.error_object_seen
-            and not state.finish_reasons
-            and state.usage is None
-            and any(
-                ln.chars or ln.pending or (ln.seg is not None and ln.seg.held_chars)
-                for ln in state.lanes.values()
-            )
-        )
+        if (
+            self.error_object_seen
+            or state.finish_reasons
+            or state.usage is not None
+            or not self.resumer.expects_finish()
+        ):
+            return None
+        if any(
+            ln.chars or ln.pending or (ln.seg is not None and ln.seg.held_chars)
+            for ln in state.lanes.values()
+        ):
+            return IncompleteStream()  # text, then nothing: a cut that looks like an end
+        return None
 
     def end_of_iteration(self) -> str:
         return self.closing or "break"
@@ -175,6 +199,76 @@ class Run:
                     close_quietly(self.stream)
         except Exception:  # interpreter shutdown: logging and sockets may be gone already
             pass
+
+
+class DoneProbe:
+    """Tells, once a body has ended cleanly, whether the server sent `data: [DONE]`.
+
+    The SDK consumes `[DONE]` inside its `Stream.__stream__`, which looks up the stream's
+    `_iter_events()` once, when iteration starts. The probe stands in for that method on the
+    instance and hands the SDK its own event iterator, keeping a reference to it. openai 2.x and
+    3.x stop reading that iterator at `[DONE]`, so it is left suspended there, and is exhausted
+    only when the body ended without `[DONE]`: nothing is done per event. openai 1.x reads it
+    on to its end after `[DONE]`; there a thin generator notes the last event.
+    """
+
+    __slots__ = ("drains", "events", "last", "original", "stream")
+
+    def __init__(self, stream: Any, original: Any, drains: bool) -> None:
+        self.stream = weakref.ref(stream)  # the stream holds the probe: no cycle through it
+        self.original = original
+        self.drains = drains
+        self.events: Any = None
+        self.last: Any = None
+
+    @classmethod
+    def install(cls, stream: Any) -> DoneProbe | None:
+        kind = type(stream)
+        original = getattr(kind, "_iter_events", None)
+        code = getattr(getattr(kind, "__stream__", None), "__code__", None)
+        if original is None or code is None or "_iter_events" in vars(stream):
+            return None
+        probe = cls(stream, original, "_sse" in code.co_varnames)
+        try:
+            stream._iter_events = probe
+        except AttributeError:  # a stream class with __slots__: no probe, no harm
+            return None
+        return probe
+
+    def __call__(self) -> Any:
+        stream = self.stream()
+        events = self.original(stream)
+        if self.drains:
+            events = self._anoting(events) if inspect.isasyncgen(events) else self._noting(events)
+        self.events = events
+        return events
+
+    def _noting(self, events: Iterator[Any]) -> Iterator[Any]:
+        last = None
+        for last in events:
+            yield last
+        self.last = last
+
+    async def _anoting(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        last = None
+        async for last in events:
+            yield last
+        self.last = last
+
+    def done(self) -> bool:
+        """After a clean end of the body: the server sent `[DONE]` (or one cannot know: False)."""
+        events = self.events
+        if events is None:
+            return False
+        if self.drains:
+            data = getattr(self.last, "data", None)
+            return isinstance(data, str) and data.startswith("[DONE]")
+        frame = events.ag_frame if inspect.isasyncgen(events) else events.gi_frame
+        return frame is not None
+
+    def release(self) -> None:
+        """Drop the iterator (it refers back to the stream) once the body is done with."""
+        self.events = None
 
 
 def _source(stream: Any) -> Any:
@@ -232,9 +326,13 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
             if thrown is not None:
                 raise thrown
             if exc is None:  # the SDK's generator ended
-                if not run.resumable_end():
+                exc = run.end_failure()
+                if exc is None:
                     break
-                exc = IncompleteStream()
+                if isinstance(exc, IncompleteStream):
+                    # The server's text ends here unless a resume shows otherwise: the caller
+                    # gets all of it now (a replay then checks it like any delivered text).
+                    yield from _flush(run)
             # Reading failed (or ended too early): resume, or flush and surface the error.
             final: BaseException = exc
             resumer = run.resumer
@@ -246,7 +344,7 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                     final = err
                 else:
                     if replacement is not None:
-                        run.stream = replacement
+                        run.adopt(replacement)
                         src = _source(replacement)
                         continue
                 finally:
@@ -314,10 +412,13 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                         chunk = await src.__anext__()
                     now = clock()
             except StopAsyncIteration:
-                if run.resumable_end():
-                    exc: Exception = IncompleteStream()
-                else:
+                end = run.end_failure()
+                if end is None:
                     break
+                exc: Exception = end
+                if isinstance(end, IncompleteStream):
+                    for c in _flush(run):  # as in the sync twin
+                        yield c
             except asyncio.CancelledError as err:
                 run.finish("cancelled", "cancelled", err)
                 raise
@@ -348,7 +449,7 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                     final = err
                 else:
                     if replacement is not None:
-                        run.stream = replacement
+                        run.adopt(replacement)
                         src = _source(replacement)
                         if reader is not None:
                             reader = ReadAhead(run, src, loop)

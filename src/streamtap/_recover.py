@@ -10,8 +10,10 @@ makes them continue the answer the caller already has.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,9 +21,9 @@ import openai
 import tenacity
 
 from . import _resume
-from ._exceptions import Diverged, ErrorObject, IncompleteStream, interrupted
-from ._openai import endpoint_key
-from ._proxy import aclose_quietly, close_quietly
+from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
+from ._openai import endpoint_key, usage_dict
+from ._proxy import DoneProbe, aclose_quietly, close_quietly
 from ._resume import Budget, Failure
 from ._state import CONTENT, REASONING, REFUSAL, StreamState, delivered_text
 
@@ -40,6 +42,11 @@ CONTINUE_PROMPT = (
 _PREFIX_HOSTS = ("api.deepseek.com", "api.mistral.ai")
 # Endpoints that rejected a prefill request: never try again.
 _no_prefill: set[str] = set()
+# Endpoints whose streams end without a finish_reason (and without `[DONE]`) every time: a
+# clean end there is the end, not a cut, and costs no further requests.
+_no_finish: set[str] = set()
+# Headers the SDK's `with_raw_response` / `with_streaming_response` add to ask for a wrapper.
+_SDK_MARKERS = frozenset({"x-stainless-raw-response", "____stainless_override_cast_to"})
 
 
 def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
@@ -64,12 +71,48 @@ def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
 _TIMEOUTS, _TRANSPORTS = _transport_errors()
 
 
+def _corrupt_types() -> tuple[type, ...]:
+    """httpx's DecodingError, of whichever httpx flavours are installed."""
+    found: list[type] = []
+    for name in ("httpx", "httpx2"):
+        mod = sys.modules.get(name)
+        e = getattr(mod, "DecodingError", None) if mod is not None else None
+        if isinstance(e, type):
+            found.append(e)
+    return tuple(found)
+
+
+def corrupt_body(exc: BaseException) -> bool:
+    """The body arrived but cannot be read: a content encoding that does not decode (bad gzip
+    or brotli), or a TLS record that fails its integrity check. Not a cut: the server (or
+    something on the way) sent bytes that are wrong, and sending the request again is as likely
+    to fail the same way, after billing a new answer. A TLS end of stream without close_notify
+    (`SSLEOFError`) is only a connection closed early, and stays an interruption."""
+    corrupt = _corrupt_types()
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:  # the SDK and httpcore wrap what they catch
+        if isinstance(e, corrupt):
+            return True
+        if isinstance(e, ssl.SSLError) and not isinstance(
+            e, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
 def describe(exc: BaseException, stalled: bool) -> Failure | None:
     """Translate an exception raised while reading a stream; None: not an interruption."""
     if isinstance(exc, Diverged):
         return Failure("diverged", message=str(exc))
     if isinstance(exc, IncompleteStream):
         return Failure("incomplete")
+    if isinstance(exc, Stalled):
+        return Failure("stall")
+    if corrupt_body(exc):
+        return None  # surfaces unchanged
     if isinstance(exc, ErrorObject):
         body = exc.body
         code = body.get("code")
@@ -102,9 +145,30 @@ def describe(exc: BaseException, stalled: bool) -> Failure | None:
 
 
 class Splice:
-    """Makes the chunks of a resumed attempt continue the answer the caller has."""
+    """Makes the chunks of a resumed attempt continue the answer the caller has.
 
-    __slots__ = ("held", "overlap_done", "pos", "prefix", "stamp", "state", "strategy")
+    Text is the visible part; every other field must reach the caller exactly once too. A
+    replay sends the whole answer again: the text the caller has is skipped after checking it
+    matches; a choice whose `finish_reason` the caller has keeps it out of the new attempt
+    (and any text after it is a divergence); usage already reported is taken out (and added to
+    the usage billed for earlier attempts); the logprobs entries the caller has (those of the
+    delivered text, and of the text the word buffer held and dropped at the break) are cut from
+    the front; a role chunk is delivered only for a choice the caller has not seen yet.
+    """
+
+    __slots__ = (
+        "finished",
+        "held",
+        "logprob_bytes",
+        "overlap_done",
+        "pos",
+        "prefix",
+        "seen",
+        "stamp",
+        "state",
+        "strategy",
+        "usage_seen",
+    )
 
     def __init__(
         self,
@@ -112,6 +176,11 @@ class Splice:
         stamp: tuple[Any, Any, Any],
         prefix: dict[int, str],
         state: StreamState,
+        *,
+        finished: set[int] | None = None,
+        seen: set[int] | None = None,
+        usage_seen: bool = False,
+        logprob_bytes: dict[int, int] | None = None,
     ) -> None:
         self.state = state  # chunks dropped here still count as received
         self.strategy = strategy
@@ -120,6 +189,10 @@ class Splice:
         self.pos = dict.fromkeys(prefix, 0)
         self.held: list[Any] = []
         self.overlap_done = strategy != "continuation"
+        self.finished = finished or set()  # choices whose finish_reason the caller has
+        self.seen = seen if seen is not None else set()  # choices the caller has chunks of
+        self.usage_seen = usage_seen  # an earlier attempt reported usage
+        self.logprob_bytes = logprob_bytes or {}  # lane key -> bytes of logprobs to drop
 
     def __call__(self, chunk: Any) -> list[Any]:
         d = chunk.__dict__
@@ -131,18 +204,20 @@ class Splice:
         if model:
             d["model"] = model
         if self.strategy == "replay" and self.prefix:
-            out = self._skip(chunk)
-        elif not self.overlap_done:
+            self._skip(chunk)
+        if self.finished or self.usage_seen or self.logprob_bytes:
+            self._once(chunk)
+        if not self.overlap_done:
             out = self._trim(chunk)
         else:
-            out = [chunk] if _has_payload(chunk, role_counts=False) else []
+            out = [chunk] if self._has_payload(chunk) else []
         if not out:
             self.state.chunk_count += 1
             self.state.timing.chunk(_clock())
         return out
 
-    def _skip(self, chunk: Any) -> list[Any]:
-        """Replay: drop what the caller has, after checking it is the same text."""
+    def _skip(self, chunk: Any) -> None:
+        """Replay: drop the text the caller has, after checking it is the same text."""
         for choice in chunk.__dict__.get("choices") or ():
             cd = choice.__dict__
             index = cd.get("index") or 0
@@ -158,11 +233,7 @@ class Splice:
                 ):
                     text = store.get(field)
                     key = index * 4 + channel
-                    if key not in self.prefix:
-                        if text and key in self._pending_keys(index):
-                            raise Diverged(f"replay produced {field} text where none was expected")
-                        continue
-                    if not text:
+                    if not text or key not in self.prefix:
                         continue
                     want = self.prefix[key]
                     pos = self.pos[key]
@@ -175,14 +246,62 @@ class Splice:
                     if self.pos[key] == len(want):
                         del self.prefix[key]
                     store[field] = text[n:]
-                if dd.get("tool_calls") and self._pending_keys(index):
+                if dd.get("tool_calls") and self._pending(index):
                     raise Diverged("replay produced a tool call before the delivered text ended")
-            if cd.get("finish_reason") and self._pending_keys(index):
+            if cd.get("finish_reason") and self._pending(index):
                 raise Diverged("replay finished before reaching the delivered text")
-        return [chunk] if _has_payload(chunk, role_counts=False) else []
 
-    def _pending_keys(self, index: int) -> list[int]:
-        return [k for k in self.prefix if k // 4 == index]
+    def _pending(self, index: int) -> bool:
+        return any(k // 4 == index for k in self.prefix)
+
+    def _once(self, chunk: Any) -> None:
+        """Take out what the caller already has apart from text: finish, usage, logprobs."""
+        d = chunk.__dict__
+        if self.usage_seen:
+            usage = d.get("usage")
+            if usage is not None:
+                # Billed again, but reported to the caller once: it counts in the summary.
+                self.state.add_prior_usage(usage_dict(usage))
+                d["usage"] = None
+        for choice in d.get("choices") or ():
+            cd = choice.__dict__
+            index = cd.get("index") or 0
+            if index in self.finished:
+                if _text_or_tool(cd.get("delta")):
+                    raise Diverged("replay went on after the end of a choice the caller has")
+                cd["finish_reason"] = None
+            if self.logprob_bytes and cd.get("logprobs") is not None:
+                self._drop_logprobs(cd, index)
+
+    def _drop_logprobs(self, cd: dict[str, Any], index: int) -> None:
+        lp = cd["logprobs"]
+        budget = self.logprob_bytes
+        for channel, field in ((CONTENT, "content"), (REFUSAL, "refusal")):
+            key = index * 4 + channel
+            left = budget.get(key)
+            if left:
+                left = _drop_entries(lp, field, left)
+                if left:
+                    budget[key] = left
+                else:
+                    del budget[key]
+        ld = lp.__dict__
+        if not ld.get("content") and not ld.get("refusal"):
+            cd["logprobs"] = None
+
+    def _has_payload(self, chunk: Any) -> bool:
+        """Whether a chunk still says anything the caller has not already been told."""
+        d = chunk.__dict__
+        if d.get("usage") is not None:
+            return True
+        found = False
+        for c in d.get("choices") or ():
+            cd = c.__dict__
+            index = cd.get("index") or 0
+            if _choice_payload(cd, index not in self.seen):
+                self.seen.add(index)
+                found = True
+        return found
 
     def _trim(self, chunk: Any) -> list[Any]:
         """Continuation: hold the first characters until any repeated overlap can be cut."""
@@ -200,15 +319,63 @@ class Splice:
         out = []
         for c in self.held:
             if cut:
-                text = _content(c)
-                take = min(cut, len(text))
-                if take:
-                    _set_content(c, text[take:])
-                    cut -= take
-            if _has_payload(c, role_counts=False):
+                cut -= _cut_content(c, cut)
+            if self._has_payload(c):
                 out.append(c)
         self.held = []
         return out
+
+
+def _drop_entries(lp: Any, field: str, nbytes: int) -> int:
+    """Drop the leading logprobs entries that cover `nbytes` bytes of text; the bytes left."""
+    entries = lp.__dict__.get(field)
+    if not entries:
+        return nbytes
+    k = 0
+    for entry in entries:
+        size = _entry_bytes(entry)
+        if size > nbytes:
+            if nbytes:  # straddles the boundary: the tokens differ from before, stop dropping
+                nbytes = 0
+            break
+        nbytes -= size
+        k += 1
+    if k:
+        lp.__dict__[field] = entries[k:]
+    return nbytes
+
+
+def _entry_bytes(entry: Any) -> int:
+    ed = entry.__dict__
+    raw = ed.get("bytes")
+    if isinstance(raw, list):
+        return len(raw)
+    token = ed.get("token")
+    return len(token.encode("utf-8", "surrogatepass")) if isinstance(token, str) else 0
+
+
+def _text_or_tool(delta: Any) -> bool:
+    if delta is None:
+        return False
+    dd = delta.__dict__
+    if dd.get("content") or dd.get("refusal") or dd.get("tool_calls") or dd.get("function_call"):
+        return True
+    extra = delta.__pydantic_extra__
+    return bool(extra) and any(isinstance(v, str) and v for v in extra.values())
+
+
+def _choice_payload(cd: dict[str, Any], role_counts: bool) -> bool:
+    if cd.get("finish_reason"):
+        return True
+    lp = cd.get("logprobs")
+    if lp is not None and (lp.__dict__.get("content") or lp.__dict__.get("refusal")):
+        return True
+    delta = cd.get("delta")
+    if delta is None:
+        return False
+    if _text_or_tool(delta):
+        return True
+    return role_counts and bool(delta.__dict__.get("role"))
 
 
 def _content(chunk: Any) -> str:
@@ -220,11 +387,23 @@ def _content(chunk: Any) -> str:
     return ""
 
 
-def _set_content(chunk: Any, text: str) -> None:
+def _cut_content(chunk: Any, count: int) -> int:
+    """Cut up to `count` leading characters of choice 0's content (and their logprobs)."""
     for choice in chunk.__dict__.get("choices") or ():
-        delta = choice.__dict__.get("delta")
-        if delta is not None and (choice.__dict__.get("index") or 0) == 0:
-            delta.__dict__["content"] = text
+        cd = choice.__dict__
+        delta = cd.get("delta")
+        if delta is None or (cd.get("index") or 0) != 0:
+            continue
+        text = delta.__dict__.get("content")
+        if not isinstance(text, str) or not text:
+            return 0
+        take = min(count, len(text))
+        delta.__dict__["content"] = text[take:]
+        lp = cd.get("logprobs")
+        if lp is not None:
+            _drop_entries(lp, "content", len(text[:take].encode("utf-8", "surrogatepass")))
+        return take
+    return 0
 
 
 def _finished(chunk: Any) -> bool:
@@ -239,40 +418,13 @@ def _tool_calls(chunk: Any) -> bool:
     return False
 
 
-def _has_payload(chunk: Any, role_counts: bool) -> bool:
-    """Whether a chunk still says anything the caller has not already been told."""
-    d = chunk.__dict__
-    if d.get("usage") is not None:
-        return True
-    for c in d.get("choices") or ():
-        cd = c.__dict__
-        if cd.get("finish_reason") or cd.get("logprobs"):
-            return True
-        delta = cd.get("delta")
-        if delta is None:
-            continue
-        dd = delta.__dict__
-        if (
-            dd.get("content")
-            or dd.get("refusal")
-            or dd.get("tool_calls")
-            or dd.get("function_call")
-        ):
-            return True
-        if role_counts and dd.get("role"):
-            return True
-        extra = delta.__pydantic_extra__
-        if extra and any(isinstance(v, str) and v for v in extra.values()):
-            return True
-    return False
-
-
 class SyncSource:
     """A resumed attempt's stream, seen through its `Splice`."""
 
     def __init__(self, stream: Any, splice: Splice) -> None:
         self.stream = stream
         self.response = stream.response
+        self.probe = DoneProbe.install(stream)
         self._iterator = self._chunks(stream, splice)
 
     @staticmethod
@@ -288,6 +440,7 @@ class AsyncSource:
     def __init__(self, stream: Any, splice: Splice) -> None:
         self.stream = stream
         self.response = stream.response
+        self.probe = DoneProbe.install(stream)
         self._iterator = self._chunks(stream, splice)
 
     @staticmethod
@@ -320,24 +473,48 @@ class Resumer:
         self.endpoint = endpoint_key(call.client)
         self.prefill_style = _prefill_style(call.client, o.prefill)
         self.stamp: tuple[Any, Any, Any] | None = None
+        # The first failure was a clean end of the body: where the raw SDK ends cleanly,
+        # streamtap must not raise, whatever happens to the resumes.
+        self.clean_origin = False
+        self.clean_end_at: int | None = None  # characters delivered at the last clean end
+
+    def expects_finish(self) -> bool:
+        """Whether a clean end without finish_reason can be a cut on this endpoint."""
+        return self.endpoint not in _no_finish
 
     # -- deciding ---------------------------------------------------------------------------
 
     def _next(
         self, run: Run, failure: Failure, exc: BaseException
     ) -> tuple[str, float, dict[str, Any]] | None:
-        """Record the failed attempt and plan the next one (None: give up, surface `exc`)."""
+        """Record the failed attempt and plan the next one (None: give up, surface `exc`).
+
+        Raises IncompleteStream to end the stream where it is, as the server would have.
+        """
         state = run.state
         state.settle(keep_latest=False)
         if self.stamp is None:
             first = run.last_chunk.__dict__ if run.last_chunk is not None else {}
             self.stamp = (state.response_id, first.get("created"), state.response_model)
+        if not state.attempts:
+            self.clean_origin = failure.cause == "incomplete"
         if failure.cause == "diverged":
             self.diverged = True
         if not _resume.retryable(failure):
             if state.retries:  # the history explains the error the caller will get
                 self._close_attempt(run, failure)
             return None
+        if self._answer_complete(state):
+            # Every choice has its finish_reason: only usage or `[DONE]` was still to come,
+            # not worth generating the answer again. End as if the server had.
+            self._close_attempt(run, failure, "complete")
+            raise IncompleteStream("the answer was complete")
+        if failure.cause == "incomplete" and self._ended_as_before(state):
+            # The resumed attempt ended where the last one did, without a finish_reason:
+            # this endpoint does not send one. End as the raw SDK does, and remember it.
+            _no_finish.add(self.endpoint)
+            self._close_attempt(run, failure, "incomplete")
+            raise IncompleteStream()
         self._close_attempt(run, failure)
         lanes = [ln for ln in state.lanes.values() if ln.chars or ln.seg is not None]
         single = (
@@ -346,16 +523,18 @@ class Resumer:
         )
         strategy = _resume.choose(
             configured=self.options.resume_strategy,
-            prefill_supported=self.prefill_style is not None and self.endpoint not in _no_prefill,
+            prefill_supported=self.prefill_style is not None,
+            prefill_rejected=self.endpoint in _no_prefill,
             single_text_lane=single,
             tool_call_started=run.state.tool_calls_seen,
             replay_diverged=self.diverged,
+            delivered_any=any(ln.chars for ln in state.lanes.values()),
         )
         if strategy is None:
             return None
         wait = self.budget.next_wait(_clock(), failure.retry_after)
         if wait is None:
-            raise self._exhausted(run, exc, "resume budget spent")
+            raise self._stop(run, exc, failure, self._budget_spent())
         self.budget.attempts += 1
         state.retries += 1
         state.resume_strategy = strategy
@@ -364,7 +543,26 @@ class Resumer:
         )
         return strategy, wait, self._request(run, strategy)
 
-    def _close_attempt(self, run: Run, failure: Failure) -> None:
+    def _answer_complete(self, state: StreamState) -> bool:
+        n = self.call.kwargs.get("n")
+        count = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+        indexes = set(range(count)) | state.choice_indexes
+        indexes.update(ln.index for ln in state.lanes.values())
+        return bool(state.finish_reasons) and indexes <= set(state.finish_reasons)
+
+    def _ended_as_before(self, state: StreamState) -> bool:
+        at = sum(ln.chars for ln in state.lanes.values())
+        same = self.clean_end_at == at
+        self.clean_end_at = at
+        return same
+
+    def _budget_spent(self) -> str:
+        b = self.budget
+        if b.attempts >= b.max_attempts:
+            return f"all {b.max_attempts} attempts (max_attempts) were used"
+        return f"the retry_deadline ({b.deadline:g} s after the request) has passed"
+
+    def _close_attempt(self, run: Run, failure: Failure, outcome: str = "interrupted") -> None:
         state = run.state
         if state.usage is not None:
             state.add_prior_usage(state.usage)
@@ -373,7 +571,7 @@ class Resumer:
             "cause": failure.cause,
             "chars": sum(ln.chars for ln in state.lanes.values()),
             "tokens": state.tokens_total,
-            "outcome": "interrupted",
+            "outcome": outcome,
         }
         if failure.status is not None:
             entry["status"] = failure.status
@@ -385,7 +583,7 @@ class Resumer:
             )
 
     def _request(self, run: Run, strategy: str) -> dict[str, Any]:
-        kwargs = dict(self.call.kwargs)
+        kwargs = _plain_stream_request(self.call.kwargs)
         if strategy == "replay":
             return kwargs
         state = run.state
@@ -411,31 +609,66 @@ class Resumer:
         return kwargs
 
     def _splice(self, run: Run, strategy: str) -> Splice:
+        """The splice for the next attempt (before the held text is dropped: it needs it)."""
         assert self.stamp is not None
         state = run.state
+        state.settle(keep_latest=False)
+        delivered = {
+            k: ln.captured.getvalue()
+            for k, ln in state.lanes.items()
+            if ln.chars and ln.captured is not None
+        }
+        held = {
+            k: ln.seg.held
+            for k, ln in state.lanes.items()
+            if ln.seg is not None and ln.seg.held_chars
+        }
         if strategy == "replay":
-            prefix = {
-                k: ln.captured.getvalue()
-                for k, ln in state.lanes.items()
-                if ln.chars and ln.captured is not None
-            }
+            prefix = dict(delivered)
         elif strategy == "continuation":
-            prefix = {0: _lane_text(state, 0)}
+            prefix = {0: delivered.get(0, "")}
         else:
             prefix = {}
-        return Splice(strategy, self.stamp, prefix, state)
+        # The caller has the logprobs of the text delivered and of the text held now (they came
+        # with the chunks that carried it): the next attempt's entries for those are dropped.
+        # A replay sends both again; a prefill the held part; a continuation writes anew.
+        logprob_bytes: dict[int, int] = {}
+        if strategy != "continuation":
+            for key in set(delivered) | set(held):
+                if key % 4 == REASONING:
+                    continue
+                text = held.get(key, "")
+                if strategy == "replay":
+                    text = delivered.get(key, "") + text
+                if text:
+                    logprob_bytes[key] = len(text.encode("utf-8", "surrogatepass"))
+        return Splice(
+            strategy,
+            self.stamp,
+            prefix,
+            state,
+            finished=set(state.finish_reasons),
+            seen=set(state.choice_indexes),
+            usage_seen=state.usage_prior is not None,
+            logprob_bytes=logprob_bytes,
+        )
 
-    def _exhausted(self, run: Run, exc: BaseException, why: str) -> BaseException:
+    def _stop(self, run: Run, exc: BaseException, failure: Failure, why: str) -> Exception:
+        """What giving up raises: the end of the stream, where the raw SDK would have ended
+        cleanly; else the caller's one exception."""
+        if failure.cause == "incomplete" or self.clean_origin:
+            state = run.state
+            if state.attempts:
+                state.attempts[-1]["outcome"] = "incomplete"
+            return IncompleteStream(why)
+        return self._exhausted(run, exc, why)
+
+    def _exhausted(self, run: Run, exc: BaseException, why: str) -> Exception:
         state = run.state
         delivered = delivered_text(state)
         if state.attempts:
             state.attempts[-1].setdefault("outcome", "failed")
-        err = interrupted(
-            exc,
-            f"stream interrupted and not resumed ({why}): {exc}",
-            delivered,
-            list(state.attempts),
-        )
+        err = interrupted(exc, _message(state, why, exc), delivered, list(state.attempts))
         err.__cause__ = exc
         return err
 
@@ -473,11 +706,13 @@ class Resumer:
             except Exception as err:
                 f = self._failed_request(run, err, strategy)
                 if f is None:
-                    raise self._exhausted(run, err, "the resume request failed") from err
+                    why = f"the resume request failed ({_describe_error(err)})"
+                    raise self._stop(run, err, failure, why) from err
                 failure, last = f, err
                 continue
+            splice = self._splice(run, strategy)
             run.attempt_started()
-            return SyncSource(stream, self._splice(run, strategy))
+            return SyncSource(stream, splice)
 
     async def recover_async(self, run: Run, exc: BaseException) -> Any:
         failure = describe(exc, run.stalled)
@@ -497,18 +732,83 @@ class Resumer:
             except Exception as err:
                 f = self._failed_request(run, err, strategy)
                 if f is None:
-                    raise self._exhausted(run, err, "the resume request failed") from err
+                    why = f"the resume request failed ({_describe_error(err)})"
+                    raise self._stop(run, err, failure, why) from err
                 failure, last = f, err
                 continue
+            splice = self._splice(run, strategy)
             run.attempt_started()
-            return AsyncSource(stream, self._splice(run, strategy))
+            return AsyncSource(stream, splice)
 
     def _give_up(self, run: Run, exc: BaseException, failure: Failure) -> None:
         """Not resumable: the original error surfaces, unless we changed what it means."""
-        if failure.cause in ("diverged", "incomplete") or run.state.retries:
+        if failure.cause in ("diverged", "incomplete") or run.state.retries or self.clean_origin:
             # The caller never saw these failures' own exceptions; explain them.
-            raise self._exhausted(run, exc, f"cannot resume after {failure.cause}")
+            raise self._stop(run, exc, failure, _why_not(failure, run))
         return None
+
+
+def _why_not(failure: Failure, run: Run) -> str:
+    if failure.cause == "diverged":
+        return (
+            "a replay of the request did not reproduce the text already delivered (the model "
+            "answers this request differently each time: temperature > 0, no seed); "
+            'resume_strategy="continuation" would accept a lossy continuation instead'
+        )
+    if run.state.tool_calls_seen:
+        return "a tool call (or audio) had started, and is never spliced"
+    if failure.cause == "in_band_error":
+        return "the resumed attempt failed with an error that a retry does not fix"
+    return f"it cannot be resumed after a {failure.cause} failure"
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _message(state: StreamState, why: str, exc: BaseException) -> str:
+    """The exception's message: what the caller got, why streamtap gave up, the last error."""
+    chars = sum(ln.chars for k, ln in state.lanes.items() if k % 4 == CONTENT)
+    chars += sum(  # still held: delivered right before the exception is raised
+        ln.seg.held_chars for k, ln in state.lanes.items() if k % 4 == CONTENT and ln.seg
+    )
+    choices = len({ln.index for ln in state.lanes.values()})
+    got = f"{chars:,} character{'s' if chars != 1 else ''} of the answer"
+    if choices > 1:
+        got += f" ({choices} choices)"
+    causes = [str(a.get("cause")) for a in state.attempts if a.get("cause")]
+    tried = f"{len(state.attempts)} attempt{'s' if len(state.attempts) != 1 else ''}"
+    if causes:
+        tried += f" ({', '.join(causes)})"
+    return (
+        f"the stream broke after {got} had been delivered, and streamtap gave up resuming it: "
+        f"{why}. {tried}; last error: {_describe_error(exc)}. "
+        "The text delivered is in .delivered, the attempts in .attempts."
+    )
+
+
+def forget_endpoints() -> None:
+    """Forget what was learned about endpoints (on `uninstrument()`)."""
+    _no_prefill.clear()
+    _no_finish.clear()
+
+
+def _plain_stream_request(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The caller's arguments, minus the SDK's raw-response markers.
+
+    `with_raw_response` / `with_streaming_response` add a header that makes `create` return a
+    response wrapper; the follow-up request must return a plain stream to read on from.
+    """
+    out = dict(kwargs)
+    headers = out.get("extra_headers")
+    if isinstance(headers, Mapping) and any(_is_marker(k) for k in headers):
+        out["extra_headers"] = {k: v for k, v in headers.items() if not _is_marker(k)}
+    return out
+
+
+def _is_marker(name: object) -> bool:
+    return isinstance(name, str) and name.lower() in _SDK_MARKERS
 
 
 def _retrying_sync(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:

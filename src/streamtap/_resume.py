@@ -12,10 +12,13 @@ The strategy ladder, per attempt:
    verifying, character for character, that the new output starts with it. Exact when the
    model is deterministic for the request (temperature 0, a seed); detected when it is not.
 3. ``continuation`` - ask the model to continue after the delivered text and trim any overlap
-   it repeats. Lossy by nature: the summary marks the answer as spliced.
+   it repeats. Lossy by nature (the model may rephrase at the seam): only when the caller
+   configured it.
 
 Default (``auto``): prefill where the endpoint is known or configured to support it, else
-replay; a replay that diverges falls to continuation. A tool call (or audio) already partly
+replay; a replay that diverges ends the resume (the caller gets `StreamInterrupted`), because
+by default the caller gets exactly what one real answer contains, or an error. Before any text
+was delivered every strategy is a plain new request. A tool call (or audio) already partly
 delivered is never spliced: the error surfaces, with everything delivered so far.
 """
 
@@ -117,26 +120,27 @@ def choose(
     *,
     configured: str,
     prefill_supported: bool,
+    prefill_rejected: bool,
     single_text_lane: bool,
     tool_call_started: bool,
     replay_diverged: bool,
+    delivered_any: bool,
 ) -> Strategy | None:
     """The strategy for the next attempt, or None: surface the error instead."""
     if tool_call_started:
         # Never splice a tool call (or audio) half-way: the error surfaces instead.
         return None
-    if configured == "prefill":
-        return "prefill" if single_text_lane else "replay"
-    if configured == "replay":
-        return None if replay_diverged else "replay"
-    if configured == "continuation":
-        return "continuation" if single_text_lane else "replay"
-    # auto
-    if prefill_supported and single_text_lane:
-        return "prefill"
-    if not replay_diverged:
-        return "replay"
-    return "continuation" if single_text_lane else None
+    if not delivered_any:
+        return "replay"  # nothing to continue from: a new request is exact
+    if single_text_lane and not replay_diverged:
+        if configured == "prefill" and not prefill_rejected:
+            return "prefill"
+        if configured == "continuation":
+            return "continuation"  # lossy, and asked for
+        if configured == "auto" and prefill_supported and not prefill_rejected:
+            return "prefill"
+    # n > 1, or no prefill: a verified replay, once it has not diverged.
+    return None if replay_diverged else "replay"
 
 
 def trim_overlap(

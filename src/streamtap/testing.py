@@ -708,6 +708,9 @@ class Reply:
       (``content-type: text/event-stream`` and ``x-request-id: req_<n>`` are sent unless
       overridden; framing headers are always the server's own).
     * ``done``: send ``data: [DONE]`` at the end.
+    * ``close_delimited``: send a stream body the way HTTP/1.0 servers and some proxies do, with
+      neither ``content-length`` nor chunked encoding: the body ends when the server closes the
+      connection (so a client cannot tell a closed socket from the end of the body).
     * ``fault``: a :class:`Fault` to inject.
     """
 
@@ -740,6 +743,7 @@ class Reply:
     delay: float | Sequence[float] = 0.0
     split: Literal["event", "byte"] | int = "event"
     done: bool = True
+    close_delimited: bool = False
     fault: Fault | None = None
 
     def __post_init__(self) -> None:
@@ -1580,7 +1584,7 @@ class FakeServer:
             peer.abort(fault.mode)
             return False
         plan = self._chat_plan(reply, body, number, request_id)
-        if request.version != "HTTP/1.1" and plan.framing == "chunked":
+        if (request.version != "HTTP/1.1" or reply.close_delimited) and plan.framing == "chunked":
             plan.framing = "close"
         plan.keep_alive = plan.keep_alive and keep_alive
         return self._send(peer, plan, fault, reply)
