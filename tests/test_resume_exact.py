@@ -9,7 +9,8 @@ traceback.
 
 from __future__ import annotations
 
-import gzip
+import json
+import pickle
 import traceback
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -17,17 +18,17 @@ from typing import Any
 
 import openai
 import pytest
-from test_resume import MODEL, MSG, aclient_for, client_for, no_open_connections
 
 import streamtap
 from streamtap.testing import FakeServer, Fault, Reply, generate_answer
+from test_resume import MODEL, MSG, aclient_for, client_for, no_open_connections
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def raw_events(**create: Any) -> list[Any]:
+def raw_events(length: int | None = None, **create: Any) -> list[Any]:
     """The chunks an uninstrumented client gets for a model-mode request (to aim cuts)."""
-    with FakeServer() as probe:
+    with FakeServer(answer_length=length) as probe:
         client = openai.OpenAI(base_url=probe.base_url, api_key="k", max_retries=0)
         return list(
             client.chat.completions.create(model=MODEL, messages=MSG, stream=True, **create)
@@ -142,3 +143,370 @@ async def test_async_raw_response_paths_resume(form: str, events: Any) -> None:
         assert len(server.requests) == 2
         assert "x-stainless-raw-response" not in server.requests[1].headers
         assert events.one()["streamtap.outcome"] == "ok"
+
+
+# -- every field once -------------------------------------------------------------------------
+
+
+def body_events(length: int, **create: Any) -> int:
+    """Events in a model-mode body: its chunks (role, pieces, finish, usage) and `[DONE]`."""
+    return len(raw_events(length, **create)) + 1
+
+
+@pytest.mark.parametrize("before_end", [1, 2], ids=["after-usage", "after-finish"])
+def test_break_after_the_finish_chunk_repeats_nothing(before_end: int, events: Any) -> None:
+    """A break after the finish chunk (before usage or `[DONE]`): the answer is complete, so
+    no request is sent again, and finish_reason and usage reach the caller at most once."""
+    usage_asked = {"stream_options": {"include_usage": True}}
+    n = body_events(40, **usage_asked)
+    with FakeServer(answer_length=40) as server:
+        client = client_for(server)
+        full = generate_answer(MSG, model=MODEL, length=40)
+        server.enqueue(Reply.model_mode(length=40, fault=Fault.cut(after_events=n - before_end)))
+        chunks = list(
+            client.chat.completions.create(model=MODEL, messages=MSG, stream=True, **usage_asked)
+        )
+        assert texts_by_choice(chunks) == {0: full}
+        assert finishes_by_choice(chunks) == {0: ["stop"]}
+        assert len(usages(chunks)) == (1 if before_end == 1 else 0)
+        assert len(server.requests) == 1
+        ev = events.one()
+        assert ev["streamtap.outcome"] == "ok"
+        assert ev["streamtap.attempts"][0]["outcome"] == "complete"
+
+
+async def test_async_break_after_the_finish_chunk_repeats_nothing(events: Any) -> None:
+    usage_asked = {"stream_options": {"include_usage": True}}
+    n = body_events(40, **usage_asked)
+    with FakeServer(answer_length=40) as server:
+        client = aclient_for(server)
+        server.enqueue(Reply.model_mode(length=40, fault=Fault.cut(after_events=n - 1)))
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=MSG, stream=True, **usage_asked
+        )
+        chunks = [c async for c in stream]
+        assert finishes_by_choice(chunks) == {0: ["stop"]}
+        assert len(usages(chunks)) == 1
+        assert len(server.requests) == 1
+
+
+def _cut_after_first_finish(create: dict[str, Any]) -> int:
+    """Events to send so that one choice has finished and the other has not."""
+    chunks = raw_events(**create)
+    for i, c in enumerate(chunks):
+        if any(ch.finish_reason for ch in c.choices):
+            rest = chunks[i + 1 :]
+            assert any(ch.delta.content for r in rest for ch in r.choices), "no text after"
+            return i + 1
+    raise AssertionError("no finish chunk")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_n2_choice_that_finished_is_not_finished_again(mode: str, events: Any) -> None:
+    """n=2, a break after choice 0 (or 1) finished but not the other: the replay completes the
+    other choice; the finished one gets no second finish_reason and no text."""
+    create = {"n": 2, "stream_options": {"include_usage": True}}
+    k = _cut_after_first_finish(create)
+    with FakeServer() as server:
+        server.enqueue(Reply.model_mode(fault=Fault.cut(after_events=k)))
+        if mode == "sync":
+            chunks = list(
+                client_for(server).chat.completions.create(
+                    model=MODEL, messages=MSG, stream=True, **create
+                )
+            )
+        else:
+            stream = await aclient_for(server).chat.completions.create(
+                model=MODEL, messages=MSG, stream=True, **create
+            )
+            chunks = [c async for c in stream]
+        want = {i: server.answer_for(MSG, model=MODEL, choice=i) for i in (0, 1)}
+        assert texts_by_choice(chunks) == want
+        assert finishes_by_choice(chunks) == {0: ["stop"], 1: ["stop"]}
+        assert len(usages(chunks)) == 1
+        assert roles(chunks) == [(0, "assistant"), (1, "assistant")]
+        assert len(server.requests) == 2
+        assert events.one()["streamtap.outcome"] == "ok"
+
+
+LOGPROB_CHUNKS = [
+    chunk("", role="assistant"),
+    chunk("Hello", logprobs=["Hello"]),
+    chunk(" big", logprobs=[" big"]),
+    chunk(" world", logprobs=[" world"]),
+    chunk(finish="stop"),
+]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_logprobs_are_delivered_once_and_counted_once(k: int, events: Any) -> None:
+    """logprobs=True: a replay does not deliver again the logprobs the caller has (of the text
+    delivered, and of the text the word buffer held at the break), and the exact count is the
+    answer's."""
+    with FakeServer() as server:
+        client = client_for(server)
+        server.enqueue(Reply(chunks=LOGPROB_CHUNKS, fault=Fault.cut(after_events=k)))
+        server.enqueue(Reply(chunks=LOGPROB_CHUNKS))
+        chunks = list(
+            client.chat.completions.create(model=MODEL, messages=MSG, stream=True, logprobs=True)
+        )
+        assert texts_by_choice(chunks) == {0: "Hello big world"}
+        tokens = [
+            e.token for c in chunks for ch in c.choices if ch.logprobs for e in ch.logprobs.content
+        ]
+        assert tokens == ["Hello", " big", " world"]
+        assert finishes_by_choice(chunks) == {0: ["stop"]}
+        assert len(server.requests) == 2
+        ev = events.one()
+        assert ev["streamtap.tokens.source"] == "exact"
+        assert ev["streamtap.tokens.counted"] == 3
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_role_arrives_exactly_once(k: int, mode: str, events: Any) -> None:
+    """A break before the first chunk (k=0), right after the role chunk, or after the first
+    text: `delta.role == "assistant"` reaches the caller once, first."""
+    with FakeServer(answer_length=30) as server:
+        server.enqueue(Reply.model_mode(length=30, fault=Fault.cut(after_events=k)))
+        create = dict(model=MODEL, messages=MSG, stream=True)
+        if mode == "sync":
+            chunks = list(client_for(server).chat.completions.create(**create))
+        else:
+            chunks = [c async for c in await aclient_for(server).chat.completions.create(**create)]
+        assert roles(chunks) == [(0, "assistant")]
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert texts_by_choice(chunks) == {0: generate_answer(MSG, model=MODEL, length=30)}
+        assert len(server.requests) == 2
+
+
+# -- stalls on close-delimited bodies ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("after", [0, 6])
+def test_stall_on_a_close_delimited_body_is_resumed(after: int, events: Any) -> None:
+    """A body without length or chunked framing ends when the connection closes: when the
+    watchdog shuts a stalled one, the SDK sees a clean end. streamtap closed it: a stall."""
+    with FakeServer(answer_length=60) as server:
+        client = client_for(server, idle_timeout=0.3, first_chunk_timeout=0.6)
+        full = generate_answer(MSG, model=MODEL, length=60)
+        server.enqueue(
+            Reply.model_mode(
+                length=60, close_delimited=True, fault=Fault.stall(after_events=after, seconds=20)
+            )
+        )
+        chunks = list(client.chat.completions.create(model=MODEL, messages=MSG, stream=True))
+        assert texts_by_choice(chunks) == {0: full}
+        assert roles(chunks) == [(0, "assistant")]
+        ev = events.one()
+        assert ev["streamtap.attempts"][0]["cause"] == "stall"
+        assert ev["streamtap.outcome"] == "ok"
+        assert len(server.requests) == 2
+        assert no_open_connections(server)
+
+
+async def test_async_stall_on_a_close_delimited_body_is_resumed(events: Any) -> None:
+    with FakeServer(answer_length=60) as server:
+        client = aclient_for(server, idle_timeout=0.3)
+        full = generate_answer(MSG, model=MODEL, length=60)
+        server.enqueue(
+            Reply.model_mode(
+                length=60, close_delimited=True, fault=Fault.stall(after_events=5, seconds=20)
+            )
+        )
+        stream = await client.chat.completions.create(model=MODEL, messages=MSG, stream=True)
+        chunks = [c async for c in stream]
+        assert texts_by_choice(chunks) == {0: full}
+        assert events.one()["streamtap.attempts"][0]["cause"] == "stall"
+
+
+def test_close_delimited_body_that_ends_is_not_resumed(events: Any) -> None:
+    """The same framing without a stall: the end of the body is the end."""
+    with FakeServer(answer_length=30) as server:
+        client = client_for(server, idle_timeout=0.3)
+        server.enqueue(Reply.model_mode(length=30, close_delimited=True))
+        chunks = list(client.chat.completions.create(model=MODEL, messages=MSG, stream=True))
+        assert texts_by_choice(chunks) == {0: generate_answer(MSG, model=MODEL, length=30)}
+        assert len(server.requests) == 1
+        assert events.one()["streamtap.retries"] == 0
+
+
+# -- corrupt bodies -------------------------------------------------------------------------------
+
+
+def corrupt_gzip_body(chunks: list[dict[str, Any]]) -> bytes:
+    """A gzip body whose first events decode, then a deflate block of an invalid type.
+
+    Stored (uncompressed) deflate blocks, flushed after each event, keep every event's blank
+    line visible in the raw body, so the server writes (and paces) them one by one.
+    """
+    comp = zlib.compressobj(0, zlib.DEFLATED, 31)
+    out = b""
+    for c in chunks:
+        out += comp.compress(b"data: " + json.dumps(c).encode() + b"\n\n")
+        out += comp.flush(zlib.Z_SYNC_FLUSH)
+    return out + b"\x06not deflate at all"
+
+
+def _chain(exc: BaseException | None) -> list[str]:
+    names = []
+    while exc is not None:
+        names.append(type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    return names
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_corrupt_gzip_body_surfaces_unchanged(mode: str, events: Any) -> None:
+    """A body that does not decode (bad gzip) is not a cut a replay fixes: the SDK's own error
+    reaches the caller unchanged, after the text that did decode; no request is sent again."""
+    cs = [chunk("", role="assistant"), chunk("Hello"), chunk(" there"), chunk(" world")]
+    reply = Reply(raw=corrupt_gzip_body(cs), headers={"content-encoding": "gzip"}, delay=0.02)
+
+    async def run(instrumented: bool) -> tuple[list[str], BaseException]:
+        with FakeServer(default=reply) as server:
+            create = dict(model=MODEL, messages=MSG, stream=True)
+            got: list[str] = []
+            with pytest.raises(Exception) as info:
+                if mode == "sync":
+                    plain = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+                    client = client_for(server) if instrumented else plain
+                    for c in client.chat.completions.create(**create):
+                        got.append(c.choices[0].delta.content or "")
+                else:
+                    aplain = openai.AsyncOpenAI(
+                        base_url=server.base_url, api_key="k", max_retries=0
+                    )
+                    aclient = aclient_for(server) if instrumented else aplain
+                    async for c in await aclient.chat.completions.create(**create):
+                        got.append(c.choices[0].delta.content or "")
+            assert len(server.requests) == 1
+            return got, info.value
+
+    raw_got, raw_err = await run(False)
+    got, err = await run(True)
+    assert "DecodingError" in _chain(err)
+    assert not isinstance(err, streamtap.StreamInterrupted)
+    assert type(err) is type(raw_err) and str(err) == str(raw_err)
+    assert "".join(got) == "".join(raw_got) == "Hello there world"
+    ev = events.one()
+    assert ev["streamtap.outcome"] == "error"
+    assert ev["streamtap.retries"] == 0
+
+
+# -- clean ends -------------------------------------------------------------------------------
+
+HELLO = [chunk("", role="assistant"), chunk("Hello"), chunk(" world")]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_done_without_finish_reason_is_the_end(mode: str, events: Any) -> None:
+    """`data: [DONE]` with no finish_reason (the openai SDK's own fixtures, some servers): the
+    server has finished. One request, no exception, as with the raw SDK."""
+    with FakeServer(default=Reply(chunks=HELLO)) as server:
+        create = dict(model=MODEL, messages=MSG, stream=True)
+        if mode == "sync":
+            chunks = list(client_for(server).chat.completions.create(**create))
+        else:
+            chunks = [c async for c in await aclient_for(server).chat.completions.create(**create)]
+        assert texts_by_choice(chunks) == {0: "Hello world"}
+        assert len(server.requests) == 1
+        ev = events.one()
+        assert ev["streamtap.outcome"] == "incomplete"  # no finish_reason: as documented
+        assert ev["streamtap.retries"] == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_body_that_always_ends_early_ends_like_the_sdk(mode: str, events: Any) -> None:
+    """No `[DONE]`, no finish_reason, and the resume ends at the same place: the endpoint just
+    does not send them. The stream ends as the raw SDK's does (outcome `incomplete`, no
+    exception), and later streams to the endpoint cost no extra request."""
+    with FakeServer(default=Reply(chunks=HELLO, done=False)) as server:
+        create = dict(model=MODEL, messages=MSG, stream=True)
+        sync_client = client_for(server)
+        async_client = aclient_for(server)
+
+        async def one() -> list[Any]:
+            if mode == "sync":
+                return list(sync_client.chat.completions.create(**create))
+            return [c async for c in await async_client.chat.completions.create(**create)]
+
+        chunks = await one()
+        assert texts_by_choice(chunks) == {0: "Hello world"}
+        assert len(server.requests) == 2
+        ev = events.summaries[-1]
+        assert ev["streamtap.outcome"] == "incomplete"
+        assert [(a["cause"], a["outcome"]) for a in ev["streamtap.attempts"]] == [
+            ("incomplete", "interrupted"),
+            ("incomplete", "incomplete"),
+        ]
+        chunks = await one()
+        assert texts_by_choice(chunks) == {0: "Hello world"}
+        assert len(server.requests) == 3
+        ev = events.summaries[-1]
+        assert ev["streamtap.outcome"] == "incomplete" and ev["streamtap.retries"] == 0
+
+
+def test_clean_end_then_diverging_replay_ends_like_the_sdk(events: Any) -> None:
+    """The first body ended cleanly (the raw SDK would end there), the replay differs: end with
+    the text the first body had, all of it, and no exception."""
+    with FakeServer() as server:
+        client = client_for(server)
+        server.enqueue(Reply(chunks=HELLO, done=False))
+        server.enqueue(Reply(chunks=[chunk("", role="assistant"), chunk("Goodbye")], done=False))
+        chunks = list(client.chat.completions.create(model=MODEL, messages=MSG, stream=True))
+        assert texts_by_choice(chunks) == {0: "Hello world"}
+        assert len(server.requests) == 2
+        ev = events.one()
+        assert ev["streamtap.outcome"] == "incomplete"
+        assert "error.type" not in ev
+
+
+def test_clean_end_then_budget_spent_ends_like_the_sdk(events: Any) -> None:
+    """Each resume ends a little further on, still without finish_reason, until the budget is
+    spent: end with everything delivered, no exception (the raw SDK ends cleanly too)."""
+    full = generate_answer(MSG, model=MODEL, length=40)
+    pieces = [full[:10], full[10:20], full[20:30]]
+
+    def reply(k: int) -> Reply:
+        return Reply(
+            chunks=[chunk("", role="assistant")] + [chunk(p) for p in pieces[:k]], done=False
+        )
+
+    with FakeServer() as server:
+        client = client_for(server, max_attempts=3)
+        server.enqueue(reply(1), reply(2), reply(3))
+        chunks = list(client.chat.completions.create(model=MODEL, messages=MSG, stream=True))
+        assert texts_by_choice(chunks) == {0: "".join(pieces)}
+        assert len(server.requests) == 3
+        assert events.one()["streamtap.outcome"] == "incomplete"
+
+
+# -- the exception a caller reads --------------------------------------------------------------
+
+
+def test_failed_resume_reads_well_in_a_traceback(events: Any) -> None:
+    """StreamInterrupted is named so in tracebacks, says what was delivered and why streamtap
+    gave up, is still caught as the openai and original exception types, and pickles."""
+    with FakeServer(answer_length=80) as server:
+        client = client_for(server, max_attempts=2)
+        for k in (6, 3):
+            server.enqueue(Reply.model_mode(length=80, fault=Fault.cut(after_events=k)))
+        with pytest.raises(openai.APIConnectionError) as info:
+            for _ in client.chat.completions.create(model=MODEL, messages=MSG, stream=True):
+                pass
+    err = info.value
+    assert isinstance(err, streamtap.StreamInterrupted)
+    assert isinstance(err, type(err.original))
+    assert (type(err).__module__, type(err).__qualname__) == ("streamtap", "StreamInterrupted")
+    line = traceback.format_exception_only(type(err), err)[-1]
+    assert line.startswith("streamtap.StreamInterrupted: the stream broke after ")
+    assert f"{len(err.delivered):,} characters of the answer" in line
+    assert "all 2 attempts (max_attempts) were used" in line
+    assert "(causes: transport, transport)" in line
+    assert repr(err).startswith("StreamInterrupted(")
+    assert events.one()["error.type"] == "streamtap.StreamInterrupted"
+    again = pickle.loads(pickle.dumps(err))
+    assert isinstance(again, streamtap.StreamInterrupted)
+    assert isinstance(again, openai.APIConnectionError)
+    assert str(again) == str(err) and again.delivered == err.delivered

@@ -763,7 +763,21 @@ def _why_not(failure: Failure, run: Run) -> str:
 
 
 def _describe_error(exc: BaseException) -> str:
-    text = str(exc)
+    """`Type: message`, and the root cause's when the SDK wrapped it ("Connection error.")."""
+    text = _one_error(exc)
+    root = exc
+    for _ in range(8):
+        nxt = root.__cause__ or root.__context__
+        if nxt is None:
+            break
+        root = nxt
+    if root is not exc and str(root) != str(exc):
+        text += f" ({_one_error(root)})"
+    return text
+
+
+def _one_error(exc: BaseException) -> str:
+    text = str(exc).strip().rstrip(".")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -778,13 +792,12 @@ def _message(state: StreamState, why: str, exc: BaseException) -> str:
     if choices > 1:
         got += f" ({choices} choices)"
     causes = [str(a.get("cause")) for a in state.attempts if a.get("cause")]
-    tried = f"{len(state.attempts)} attempt{'s' if len(state.attempts) != 1 else ''}"
     if causes:
-        tried += f" ({', '.join(causes)})"
+        why += f" (causes: {', '.join(causes)})"
     return (
-        f"the stream broke after {got} had been delivered, and streamtap gave up resuming it: "
-        f"{why}. {tried}; last error: {_describe_error(exc)}. "
-        "The text delivered is in .delivered, the attempts in .attempts."
+        f"the stream broke after {got} had been delivered and could not be resumed: {why}. "
+        f"Last error: {_describe_error(exc)}. "
+        "The text delivered is in .delivered, the attempt history in .attempts."
     )
 
 
