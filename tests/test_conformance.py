@@ -36,11 +36,11 @@ The summary event is checked field by field against docs/events.md. The outcome:
   not say the answer is complete.
 * `error`: the SDK raised an in-band error not worth resuming (a 4xx `{"error": ...}` data
   event, Groq's `event: error` with `tool_use_failed`); the SDK's exception surfaces unchanged.
-* `error` after resuming: text, no finish_reason, no usage (`gpustack-qwen3-error-line`, where
-  the server died with a non-SSE `error:` line the SDK drops). README "Resume on interruption":
-  that is a cut, and it is resumed. The replay serves the same cut body every time, so after
-  `max_attempts` requests `StreamInterrupted` (an `APIConnectionError`) is raised, with every
-  character delivered first.
+* `incomplete` after resuming: text, no finish_reason, no usage, no `[DONE]`
+  (`gpustack-qwen3-error-line`, where the server died with a non-SSE `error:` line the SDK
+  drops). docs/resume.md: that may be a cut, and it is resumed. The replay serves the same body,
+  which ends at the same place, so the stream ends there as the raw SDK's does, after two
+  requests, with every character delivered and no exception.
 
 Token counts (`streamtap.tokens.diff` = counted - billed text tokens, see docs/events.md) are
 exact only where streamtap's tokenizer is the server's and the server counts nothing but the
@@ -73,7 +73,6 @@ CASSETTES = SHARED / "cassettes" / "streams.jsonl"
 RECORDS: list[dict[str, Any]] = load_cassettes(CASSETTES) if CASSETTES.is_file() else []
 
 TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
-MAX_ATTEMPTS = streamtap.Options().max_attempts
 MSG = [{"role": "user", "content": "hi"}]
 _MISSING: Any = object()
 
@@ -311,10 +310,13 @@ def expected(chunks: list[dict[str, Any]]) -> Expected:
     )
 
 
-def is_cut(exp: Expected, ref: Seen) -> bool:
-    """A clean end that streamtap treats as an interruption (README: resume on interruption)."""
+def is_cut(exp: Expected, ref: Seen, reply: Reply) -> bool:
+    """A clean end that streamtap treats as an interruption (docs/resume.md)."""
     if any(c.get("object") == "error" for c in ref.chunks):
         return False  # an error the server reported: surfaced, not a cut
+    raw = reply.raw.encode() if isinstance(reply.raw, str) else reply.raw or b""
+    if re.search(rb"^data: ?\[DONE\]", raw, re.M):
+        return False  # the server said it had finished
     return ref.error is None and not exp.finish and exp.usage is None and bool(exp.texts)
 
 
@@ -886,24 +888,23 @@ def conform(
     assert len(events.summaries) == 1, events.summaries
     ev = events.summaries[0]
     provider = "azure.ai.openai" if azure else "openai"
-    if is_cut(exp, ref):
-        # Documented: a clean end without finish_reason and usage is resumed. The replay
-        # serves the same cut body each time, so the budget runs out.
-        assert requests == MAX_ATTEMPTS, f"{requests} requests for a cut stream"
-        assert isinstance(got.error, streamtap.StreamInterrupted), got.error
-        assert isinstance(got.error, openai.APIConnectionError)
+    if is_cut(exp, ref, reply):
+        # Documented: a clean end without finish_reason, usage and [DONE] is resumed. The
+        # replay serves the same body, which ends at the same place: the stream ends there,
+        # as the raw SDK's does.
+        assert requests == 2, f"{requests} requests for a cut stream"
+        assert got.error is None, got.error
         assert texts_of(got.chunks) == exp.texts
-        assert got.error.delivered == exp.texts.get((0, "content"), "")
         problems = check_summary(
             ev,
             exp,
             kwargs,
             server,
             got,
-            "error",
+            "incomplete",
             provider=provider,
-            chunk_count=exp.chunk_count * MAX_ATTEMPTS,
-            retries=MAX_ATTEMPTS - 1,
+            chunk_count=exp.chunk_count * 2,
+            retries=1,
         )
         assert not problems, "\n".join(problems)
         return ref, got, exp, ev
@@ -926,8 +927,9 @@ def test_recorded_stream(
 ) -> None:
     """A recorded stream reaches an instrumented caller as it reaches a plain one."""
     kwargs = call_kwargs(record.get("request"))
-    ref, _, exp, ev = conform(replay, Reply.from_cassette(record), kwargs, mode, events)
-    if is_cut(exp, ref):
+    reply = Reply.from_cassette(record)
+    ref, _, exp, ev = conform(replay, reply, kwargs, mode, events)
+    if is_cut(exp, ref, reply):
         return
     if exp.usage is None:
         return
@@ -963,10 +965,11 @@ def test_recorded_usage_hidden_when_streamtap_asked(
     """The caller did not ask for usage, streamtap did: the usage chunk is hidden, not lost."""
     kwargs = call_kwargs(record.get("request"))
     del kwargs["stream_options"]
-    ref, got, exp, ev = conform(replay, Reply.from_cassette(record), kwargs, "sync", events)
+    reply = Reply.from_cassette(record)
+    ref, got, exp, ev = conform(replay, reply, kwargs, "sync", events)
     assert replay.requests[-1].json["stream_options"] == {"include_usage": True}
     assert not any(is_hidden(c) for c in got.chunks)
-    if exp.usage is not None and not is_cut(exp, ref):
+    if exp.usage is not None and not is_cut(exp, ref, reply):
         assert ev["gen_ai.usage.output_tokens"] == _usage_ints(exp.usage)[1]
 
 
@@ -1624,7 +1627,9 @@ def test_regression_choices_counts_every_index(replay: FakeServer, events: Any) 
 def test_regression_delivered_includes_flushed_text(replay: FakeServer, events: Any) -> None:
     """StreamInterrupted.delivered is all the text the loop got, the final flush included."""
     replay.clear()
-    replay.default = Reply(text="Hello wonderful world", fault=Fault.no_finish_reason())
+    # Cut after " wor" every time: the budget runs out with " wor" held in the word buffer.
+    pieces = ["Hello", " wonderful", " wor", "ld"]
+    replay.default = Reply(pieces=pieces, fault=Fault.cut(after_events=4))
     client = make_client(replay, "sync")
     streamtap.instrument(client, backoff_initial=0.01, backoff_max=0.02)
     kwargs = {"model": "gpt-4o-mini", "messages": MSG, "stream": True}
@@ -1634,8 +1639,8 @@ def test_regression_delivered_includes_flushed_text(replay: FakeServer, events: 
     finally:
         client.close()
     assert isinstance(got.error, streamtap.StreamInterrupted)
-    assert texts_of(got.chunks) == {(0, "content"): "Hello wonderful world"}
-    assert got.error.delivered == "Hello wonderful world"
+    assert texts_of(got.chunks) == {(0, "content"): "Hello wonderful wor"}
+    assert got.error.delivered == "Hello wonderful wor"
 
 
 def test_regression_object_error_is_not_resumed(replay: FakeServer, events: Any) -> None:
