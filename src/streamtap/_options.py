@@ -50,7 +50,7 @@ class Options:
     backoff_initial: float = 0.25
     backoff_max: float = 8.0
     resume_strategy: str = "auto"
-    """`auto`, `prefill`, `replay`, `continuation` or `off` (see docs/resume.md)."""
+    """`auto` (exact), `prefill`, `replay`, `continuation` (lossy, opt-in), `off` (resume.md)."""
     prefill: str | None = None
     """How the endpoint continues a partial answer: `vllm` (vLLM / llama.cpp
     `continue_final_message`), `prefix` (DeepSeek / Mistral `prefix: true`), or None: known
