@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import pickle
+import select
+import socket
+import ssl
+import threading
 import traceback
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -510,3 +514,174 @@ def test_failed_resume_reads_well_in_a_traceback(events: Any) -> None:
     assert isinstance(again, streamtap.StreamInterrupted)
     assert isinstance(again, openai.APIConnectionError)
     assert str(again) == str(err) and again.delivered == err.delivered
+
+
+# A self-signed certificate for 127.0.0.1 (valid until 2126), for the loopback TLS proxy below
+# only: a test fixture, not a secret.
+TEST_CERT = """-----BEGIN CERTIFICATE-----
+MIIBkDCCATagAwIBAgIUTrUjA63KDLg0Y4gqXQ5sNz2mj0cwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJMTI3LjAuMC4xMCAXDTI2MTIwMjA2MDI1N1oYDzIxMjYxMTA4
+MDYwMjU3WjAUMRIwEAYDVQQDDAkxMjcuMC4wLjEwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQsMvFGMjMJ/6Nm1WdvN85uQ5unhqGYfjcNz2vAUTwgtOrgmf7D/1V0
+SWjpgLNVNKoD2Yz98dC+MDsLWSsob8n4o2QwYjAdBgNVHQ4EFgQU5ihMKF0dPb9L
+8y106ImvRV0aAhQwHwYDVR0jBBgwFoAU5ihMKF0dPb9L8y106ImvRV0aAhQwDwYD
+VR0TAQH/BAUwAwEB/zAPBgNVHREECDAGhwR/AAABMAoGCCqGSM49BAMCA0gAMEUC
+IC3nvsVftTDE4o2O8j1Hv8jOtPGURgPIgvXIxuTGLDZnAiEA7h8cv2X/4vTm+n9h
+ukg7GR5nZ2wZeRIIZ/5oW9hcTrs=
+-----END CERTIFICATE-----
+"""
+TEST_KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgrC+bmwtaHrCD90vy
+ZlY6wBlLwbu3ngBfnEbcQw5q7vKhRANCAAQsMvFGMjMJ/6Nm1WdvN85uQ5unhqGY
+fjcNz2vAUTwgtOrgmf7D/1V0SWjpgLNVNKoD2Yz98dC+MDsLWSsob8n4
+-----END PRIVATE KEY-----
+"""
+
+
+class CorruptingTLSProxy:
+    """TLS in front of a FakeServer that flips one byte of a TLS record once `after` bytes of
+    the response went through: the client's TLS layer fails the record's integrity check in
+    the middle of the body (an `ssl.SSLError`, bad record MAC), as with a faulty middlebox."""
+
+    def __init__(self, upstream: FakeServer, after: int, tmp: Any) -> None:
+        (tmp / "cert.pem").write_text(TEST_CERT)
+        (tmp / "key.pem").write_text(TEST_KEY)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+        self.upstream = upstream.port
+        self.after = after
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            t = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, client: socket.socket) -> None:
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(inc, out, server_side=True)
+        upstream = None
+        try:
+            while True:  # the handshake, by hand over the memory BIOs
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    client.sendall(out.read())
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    inc.write(data)
+            client.sendall(out.read())
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            self._forward(tls, upstream)  # the request may have come with the handshake
+            client.sendall(out.read())
+            sent = 0
+            corrupted = False
+            while not self.stop.is_set():
+                ready, _, _ = select.select([client, upstream], [], [], 0.05)
+                if client in ready:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    inc.write(data)
+                    self._forward(tls, upstream)
+                    client.sendall(out.read())
+                if upstream in ready:
+                    data = upstream.recv(65536)
+                    if not data:
+                        return
+                    tls.write(data)
+                    records = bytearray(out.read())
+                    if sent >= self.after and not corrupted:
+                        records[-1] ^= 0x55  # in the last record's authentication tag
+                        corrupted = True
+                    client.sendall(records)
+                    sent += len(data)
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            client.close()
+            if upstream is not None:
+                upstream.close()
+
+    @staticmethod
+    def _forward(tls: ssl.SSLObject, upstream: socket.socket) -> None:
+        try:
+            while plain := tls.read(65536):
+                upstream.sendall(plain)
+        except ssl.SSLWantReadError:
+            pass
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_tls_record_failing_its_check_surfaces_unchanged(
+    mode: str, events: Any, tmp_path: Any
+) -> None:
+    """A TLS record that fails its integrity check mid-body: not a cut a replay fixes. The SDK's
+    own error reaches the caller unchanged, after the text before it; one request."""
+
+    async def run(instrumented: bool) -> tuple[str, BaseException, int]:
+        with FakeServer(default=Reply.model_mode(length=60, delay=0.02)) as server:
+            proxy = CorruptingTLSProxy(server, after=900, tmp=tmp_path)
+            got: list[str] = []
+            try:
+                with pytest.raises(Exception) as info:
+                    if mode == "sync":
+                        client = openai.OpenAI(
+                            base_url=proxy.base_url,
+                            api_key="k",
+                            max_retries=0,
+                            http_client=openai.DefaultHttpxClient(verify=False),
+                        )
+                        if instrumented:
+                            streamtap.instrument(client, backoff_initial=0.01)
+                        for c in client.chat.completions.create(
+                            model=MODEL, messages=MSG, stream=True
+                        ):
+                            got.append(c.choices[0].delta.content or "")
+                    else:
+                        aclient = openai.AsyncOpenAI(
+                            base_url=proxy.base_url,
+                            api_key="k",
+                            max_retries=0,
+                            http_client=openai.DefaultAsyncHttpxClient(verify=False),
+                        )
+                        if instrumented:
+                            streamtap.instrument(aclient, backoff_initial=0.01)
+                        async for c in await aclient.chat.completions.create(
+                            model=MODEL, messages=MSG, stream=True
+                        ):
+                            got.append(c.choices[0].delta.content or "")
+            finally:
+                proxy.close()
+            return "".join(got), info.value, len(server.requests)
+
+    _, raw_err, raw_requests = await run(False)
+    text, err, requests = await run(True)
+    assert "SSLError" in _chain(err), _chain(err)
+    assert not isinstance(err, streamtap.StreamInterrupted)
+    assert type(err) is type(raw_err) and str(err) == str(raw_err)
+    assert text and generate_answer(MSG, model=MODEL, length=60).startswith(text)
+    assert raw_requests == requests == 1
+    ev = events.one()
+    assert ev["streamtap.outcome"] == "error" and ev["streamtap.retries"] == 0
