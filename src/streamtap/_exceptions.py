@@ -31,12 +31,12 @@ class StreamInterrupted(Exception):
     original: BaseException | None
 
     def __reduce__(self) -> Any:
-        # The concrete class is made at run time: pickle it as the recipe that makes it again.
         bases = type(self).__bases__
-        return (
-            _rebuild,
-            (bases, str(self), self.delivered, self.attempts),
-        )
+        if bases[:1] != (StreamInterrupted,):
+            return super().__reduce__()
+        # The concrete class is made at run time: pickle it as the recipe that makes it again.
+        delivered = getattr(self, "delivered", "")
+        return (_rebuild, (bases, str(self), delivered, getattr(self, "attempts", [])))
 
 
 def _rebuild(
@@ -126,10 +126,11 @@ def _make_class(bases: tuple[type, ...]) -> type[StreamInterrupted]:
 def _bases(original: BaseException) -> tuple[type, ...]:
     """StreamInterrupted, the original exception's type, and the matching openai family."""
     family: type = openai.APIConnectionError
-    if isinstance(original, openai.APIError) and not isinstance(
-        original, openai.APIConnectionError
+    if isinstance(original, ErrorObject) or (
+        isinstance(original, openai.APIError)
+        and not isinstance(original, openai.APIConnectionError)
     ):
-        family = openai.APIError
+        family = openai.APIError  # an error event in the stream
     orig_type = type(original)
     if issubclass(family, orig_type) or issubclass(orig_type, _INTERNAL):
         return (StreamInterrupted, family)

@@ -226,7 +226,8 @@ class DoneProbe:
         kind = type(stream)
         original = getattr(kind, "_iter_events", None)
         code = getattr(getattr(kind, "__stream__", None), "__code__", None)
-        if original is None or code is None or "_iter_events" in vars(stream):
+        own = getattr(stream, "__dict__", None)
+        if original is None or code is None or own is None or "_iter_events" in own:
             return None
         probe = cls(stream, original, "_sse" in code.co_varnames)
         try:
