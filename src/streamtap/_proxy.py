@@ -355,6 +355,7 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
             if action == "continue":
                 continue
             if action == "end":
+                close_quietly(run.stream)  # ended by streamtap: the body may not be done
                 break
             run.finish("error", "exception", final)
             raise final
@@ -461,6 +462,7 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
             if action == "continue":
                 continue
             if action == "end":
+                await aclose_quietly(run.stream)  # as in the sync twin
                 break
             run.finish("error", "exception", final)
             raise final

@@ -150,8 +150,8 @@ class Splice:
     Text is the visible part; every other field must reach the caller exactly once too. A
     replay sends the whole answer again: the text the caller has is skipped after checking it
     matches; a choice whose `finish_reason` the caller has keeps it out of the new attempt
-    (and any text after it is a divergence); usage already reported is taken out (and added to
-    the usage billed for earlier attempts); the logprobs entries the caller has (those of the
+    (and any text after it is a divergence); usage already reported is taken out (it still
+    counts as the attempt's billed usage in the summary); the logprobs entries the caller has (those of the
     delivered text, and of the text the word buffer held and dropped at the break) are cut from
     the front; a role chunk is delivered only for a choice the caller has not seen yet.
     """
@@ -259,9 +259,11 @@ class Splice:
         d = chunk.__dict__
         if self.usage_seen:
             usage = d.get("usage")
-            if usage is not None:
-                # Billed again, but reported to the caller once: it counts in the summary.
-                self.state.add_prior_usage(usage_dict(usage))
+            # The usage chunk, or usage riding on chunks whose text is being skipped (servers
+            # that report running usage on every chunk): the caller had it. It still counts
+            # as this attempt's usage in the summary (the attempt is billed).
+            if usage is not None and (self.prefix or not d.get("choices")):
+                self.state.usage = usage_dict(usage)
                 d["usage"] = None
         for choice in d.get("choices") or ():
             cd = choice.__dict__
