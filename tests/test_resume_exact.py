@@ -509,7 +509,9 @@ def test_failed_resume_reads_well_in_a_traceback(events: Any) -> None:
     assert "all 2 attempts (max_attempts) were used" in line
     assert "(causes: transport, transport)" in line
     assert repr(err).startswith("StreamInterrupted(")
-    assert events.one()["error.type"] == "streamtap.StreamInterrupted"
+    ev = events.one()
+    assert ev["error.type"] == "streamtap.StreamInterrupted"
+    assert [a["outcome"] for a in ev["streamtap.attempts"]] == ["interrupted", "failed"]
     again = pickle.loads(pickle.dumps(err))
     assert isinstance(again, streamtap.StreamInterrupted)
     assert isinstance(again, openai.APIConnectionError)

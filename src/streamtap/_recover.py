@@ -669,7 +669,7 @@ class Resumer:
         state = run.state
         delivered = delivered_text(state)
         if state.attempts:
-            state.attempts[-1].setdefault("outcome", "failed")
+            state.attempts[-1]["outcome"] = "failed"
         err = interrupted(exc, _message(state, why, exc), delivered, list(state.attempts))
         err.__cause__ = exc
         return err
