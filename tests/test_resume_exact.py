@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
 import select
 import socket
 import ssl
@@ -687,3 +688,26 @@ async def test_tls_record_failing_its_check_surfaces_unchanged(
     assert raw_requests == requests == 1
     ev = events.one()
     assert ev["streamtap.outcome"] == "error" and ev["streamtap.retries"] == 0
+
+
+def test_n2_cuts_at_random_byte_offsets_deliver_every_field_once(events: Any) -> None:
+    """n=2 with usage asked for, cut anywhere in the body: each choice's text exactly, one
+    role and one finish_reason per choice, usage at most once."""
+    rng = random.Random(11)
+    create = {"n": 2, "stream_options": {"include_usage": True}}
+    with FakeServer(answer_length=50) as server:
+        client = client_for(server)
+        want = {i: server.answer_for(MSG, model=MODEL, choice=i) for i in (0, 1)}
+        body_len = sum(len(t.encode()) for t in want.values()) * 4
+        for _ in range(10):
+            at = rng.randrange(40, body_len)
+            server.enqueue(Reply.model_mode(length=50, fault=Fault.cut(at_byte=at)))
+            chunks = list(
+                client.chat.completions.create(model=MODEL, messages=MSG, stream=True, **create)
+            )
+            assert texts_by_choice(chunks) == want, at
+            assert finishes_by_choice(chunks) == {0: ["stop"], 1: ["stop"]}, at
+            assert sorted(roles(chunks)) == [(0, "assistant"), (1, "assistant")], at
+            assert len(usages(chunks)) <= 1, at
+            assert events.summaries[-1]["streamtap.outcome"] == "ok", at
+        assert no_open_connections(server)
