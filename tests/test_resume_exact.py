@@ -711,3 +711,27 @@ def test_n2_cuts_at_random_byte_offsets_deliver_every_field_once(events: Any) ->
             assert len(usages(chunks)) <= 1, at
             assert events.summaries[-1]["streamtap.outcome"] == "ok", at
         assert no_open_connections(server)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_azure_filter_results_chunk_arrives_once(k: int, events: Any) -> None:
+    """Azure starts with a `choices: []` chunk carrying prompt_filter_results: a break before
+    any chunk delivers the new attempt's copy, a later one does not repeat it."""
+    filters = {
+        "id": "",
+        "object": "",
+        "created": 0,
+        "model": "",
+        "choices": [],
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+    }
+    cs = [filters, *HELLO, chunk(finish="stop")]
+    with FakeServer() as server:
+        client = client_for(server)
+        server.enqueue(Reply(chunks=cs, fault=Fault.cut(after_events=k)), Reply(chunks=cs))
+        chunks = list(client.chat.completions.create(model=MODEL, messages=MSG, stream=True))
+        assert [c for c in chunks if not c.choices] == chunks[:1]
+        assert chunks[0].model_extra and "prompt_filter_results" in chunks[0].model_extra
+        assert texts_by_choice(chunks) == {0: "Hello world"}
+        assert roles(chunks) == [(0, "assistant")]
+        assert len(server.requests) == 2

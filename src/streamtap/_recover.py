@@ -151,13 +151,15 @@ class Splice:
     replay sends the whole answer again: the text the caller has is skipped after checking it
     matches; a choice whose `finish_reason` the caller has keeps it out of the new attempt
     (and any text after it is a divergence); usage already reported is taken out (it still
-    counts as the attempt's billed usage in the summary); the logprobs entries the caller has (those of the
-    delivered text, and of the text the word buffer held and dropped at the break) are cut from
-    the front; a role chunk is delivered only for a choice the caller has not seen yet.
+    counts as the attempt's billed usage in the summary); the logprobs entries the caller has
+    (those of the delivered text, and of the text the word buffer held and dropped at the
+    break) are cut from the front; a role chunk is delivered only for a choice the caller has
+    not seen yet.
     """
 
     __slots__ = (
         "finished",
+        "fresh",
         "held",
         "logprob_bytes",
         "overlap_done",
@@ -193,8 +195,13 @@ class Splice:
         self.seen = seen if seen is not None else set()  # choices the caller has chunks of
         self.usage_seen = usage_seen  # an earlier attempt reported usage
         self.logprob_bytes = logprob_bytes or {}  # lane key -> bytes of logprobs to drop
+        # No chunk reached the caller yet: the new attempt is the answer, every chunk of it
+        # (Azure's first `choices: []` chunk with its filter results included).
+        self.fresh = not state.chunk_count and not prefix
 
     def __call__(self, chunk: Any) -> list[Any]:
+        if self.fresh:
+            return [chunk]
         d = chunk.__dict__
         rid, created, model = self.stamp
         if rid:
