@@ -21,6 +21,7 @@ import openai
 import tenacity
 
 from . import _resume
+from ._errors import internal_error
 from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
 from ._openai import endpoint_key, usage_dict
 from ._proxy import DoneProbe, aclose_quietly, close_quietly
@@ -222,6 +223,17 @@ class Splice:
             self.state.chunk_count += 1
             self.state.timing.chunk(_clock())
         return out
+
+    def checked(self, chunk: Any) -> list[Any]:
+        """`self(chunk)`; a failure of streamtap's own is reported (raised in strict mode) and
+        then treated as a divergence: text that could not be checked is never delivered."""
+        try:
+            return self(chunk)
+        except Diverged:
+            raise
+        except Exception as err:
+            internal_error("splicing a resumed attempt", err, self.state.internal_errors)
+            raise Diverged("the resumed attempt could not be checked") from err
 
     def _skip(self, chunk: Any) -> None:
         """Replay: drop the text the caller has, after checking it is the same text."""
@@ -439,7 +451,7 @@ class SyncSource:
     @staticmethod
     def _chunks(stream: Any, splice: Splice) -> Iterator[Any]:
         for chunk in stream:
-            yield from splice(chunk)
+            yield from splice.checked(chunk)
 
     def close(self) -> None:
         self.stream.close()
@@ -455,7 +467,7 @@ class AsyncSource:
     @staticmethod
     async def _chunks(stream: Any, splice: Splice) -> AsyncIterator[Any]:
         async for chunk in stream:
-            for out in splice(chunk):
+            for out in splice.checked(chunk):
                 yield out
 
     async def close(self) -> None:
