@@ -473,3 +473,16 @@ async def test_async_in_band_error_and_budget(events: Any) -> None:
         with pytest.raises(openai.APIConnectionError) as info:
             await acollect(client)
         assert isinstance(info.value, streamtap.StreamInterrupted)
+
+
+def test_configured_prefill_rejected_falls_back_to_replay(events: Any) -> None:
+    """resume_strategy="prefill" on an endpoint that answers 400 to it: one rejected prefill,
+    then a replay (never the same rejected request again)."""
+    with FakeServer(answer_length=60, supports_prefill=False) as server:
+        client = client_for(server, resume_strategy="prefill")
+        full = generate_answer(MSG, model=MODEL, length=60)
+        server.enqueue(Reply.model_mode(length=60, fault=Fault.cut(after_events=8)))
+        text, _ = collect(client)
+        assert text == full
+        assert len(server.requests) == 3
+        assert events.one()["streamtap.resume.strategy"] == "replay"
