@@ -1,23 +1,29 @@
-"""Shared fixtures: strict mode, the shared tiktoken files, a local server, event capture."""
+"""Common fixtures: strict mode, offline encodings, a local server, event capture."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 # streamtap's internal errors are raised, not swallowed, while the suite runs.
 os.environ.setdefault("STREAMTAP_STRICT", "1")
-_SHARED = Path(os.environ.get("STREAMTAP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-if (_SHARED / "tiktoken").is_dir():
-    os.environ.setdefault("STREAMTAP_TIKTOKEN_DIR", str(_SHARED / "tiktoken"))
+# Offline: the encodings come from the copy shipped inside streamtap, nothing is downloaded.
 os.environ.setdefault("STREAMTAP_TIKTOKEN_DOWNLOAD", "0")
 
-SHARED = _SHARED
+
+@pytest.fixture(autouse=True, scope="session")
+def _encodings_loaded() -> None:
+    """Load both encodings once, up front: a stream that starts while its encoding loads sends
+    its summary later, from the loader thread (tests/test_first_stream.py tests that); the
+    other tests read the summary as soon as the stream ends."""
+    from streamtap import _tokens
+
+    for name in ("o200k_base", "cl100k_base"):
+        assert _tokens.counter_factory(None, encoding=name).source == "tokenizer"
 
 
 class Events(logging.Handler):

@@ -54,7 +54,6 @@ import asyncio
 import copy
 import inspect
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -67,10 +66,9 @@ import pytest
 import streamtap
 from streamtap.testing import FakeServer, Fault, Reply, load_cassettes
 
-_DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHARED = Path(os.environ.get("STREAMTAP_SHARED", _DEFAULT_SHARED))
-CASSETTES = SHARED / "cassettes" / "streams.jsonl"
-RECORDS: list[dict[str, Any]] = load_cassettes(CASSETTES) if CASSETTES.is_file() else []
+# The recorded streams ship with the repository (provenance and licences: tests/data/README.md).
+CASSETTES = Path(__file__).resolve().parent / "data" / "streams.jsonl"
+RECORDS: list[dict[str, Any]] = load_cassettes(CASSETTES)
 
 TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 MSG = [{"role": "user", "content": "hi"}]
@@ -837,18 +835,7 @@ def replay() -> Any:
 
 
 def _stream_params() -> list[Any]:
-    if not RECORDS:
-        return [
-            pytest.param(
-                None,
-                "sync",
-                marks=pytest.mark.skip(
-                    reason=f"CONFORMANCE NOT RUN: no cassette corpus at {CASSETTES} "
-                    "(set STREAMTAP_SHARED to the folder holding cassettes/streams.jsonl)"
-                ),
-                id="no-cassettes",
-            )
-        ]
+    assert len(RECORDS) == 75, f"{CASSETTES}: expected the 75 recorded streams"
     params = []
     for record in RECORDS:
         for mode in ("sync", "async"):
@@ -954,8 +941,8 @@ def _usage_params() -> list[Any]:
             reason = XFAIL.get(record["id"])
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             params.append(pytest.param(record, marks=marks, id=record["id"]))
-    skip = pytest.mark.skip(reason=f"CONFORMANCE NOT RUN: no cassette corpus at {CASSETTES}")
-    return params or [pytest.param(None, marks=skip, id="no-cassettes")]
+    assert params, f"no recording in {CASSETTES} asked for usage"
+    return params
 
 
 @pytest.mark.parametrize("record", _usage_params())
@@ -1488,9 +1475,7 @@ def test_recorded_stream_split_across_writes(
 ) -> None:
     """A recording written a byte or a few bytes at a time (UTF-8 characters and JSON cut
     across TCP writes) parses as the whole recording does, and conforms."""
-    record = next((r for r in RECORDS if r["id"] == stream_id), None)
-    if record is None:
-        pytest.skip(f"CONFORMANCE NOT RUN: {stream_id} not in {CASSETTES}")
+    record = next(r for r in RECORDS if r["id"] == stream_id)
     kwargs = call_kwargs(record.get("request"))
     replay.clear()
     replay.default = Reply.from_cassette(record)
@@ -1663,8 +1648,7 @@ def test_regression_diff_double_counts_streamed_reasoning(replay: FakeServer, ev
     from streamtap import _tokens
 
     factory = _tokens.counter_factory("gpt-4o")
-    if factory.source == "estimate":
-        pytest.skip("o200k_base not available (STREAMTAP_TIKTOKEN_DIR)")
+    assert factory.source == "tokenizer"  # the encodings ship with streamtap
 
     def count(text: str) -> int:
         counter = factory.new()
@@ -1691,8 +1675,7 @@ def test_azure_deployment_counts_with_the_served_model(replay: FakeServer, event
     """An Azure deployment name: tokens are counted with the model the server answers with."""
     from streamtap import _tokens
 
-    if _tokens.counter_factory("gpt-4o").source == "estimate":
-        pytest.skip("o200k_base not available (STREAMTAP_TIKTOKEN_DIR)")
+    assert _tokens.counter_factory("gpt-4o").source == "tokenizer"
     replay.clear()
     replay.default = _plain_chunks(
         chunk({"role": "assistant", "content": ""}, model="gpt-4o-2024-11-20"),

@@ -28,7 +28,7 @@ from streamtap.testing import (
     split_tokens,
 )
 
-CASSETTES = Path("/work/shared/cassettes/streams.jsonl")
+CASSETTES = Path(__file__).resolve().parent / "data" / "streams.jsonl"
 MSGS = [{"role": "user", "content": "Tell me about caching in distributed systems."}]
 OPENAI_MAJOR = int(openai.__version__.split(".")[0])
 
@@ -798,7 +798,6 @@ def test_stream_options_unsupported_gives_400() -> None:
 # ---------------------------------------------------------------------------- cassettes
 
 
-@pytest.mark.skipif(not CASSETTES.exists(), reason="cassette corpus not available")
 def test_cassette_replay_is_byte_identical(server: FakeServer) -> None:
     """Every recorded stream is replayed byte for byte, with its status and headers."""
     records = load_cassettes(CASSETTES)
@@ -828,7 +827,6 @@ def test_cassette_replay_is_byte_identical(server: FakeServer) -> None:
     assert len({r.connection_id for r in server.requests}) == 1  # one kept-alive connection
 
 
-@pytest.mark.skipif(not CASSETTES.exists(), reason="cassette corpus not available")
 def test_cassette_replay_through_sdk_split_bytes(server: FakeServer, client: openai.OpenAI) -> None:
     """A cassette replayed in 5-byte writes parses in the SDK like the original."""
     record = next(r for r in load_cassettes(CASSETTES) if r["id"] == "oai-text-short-gpt4omini")

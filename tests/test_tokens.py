@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamtap import _tokens
+from streamtap import _encodings, _tokens
 from streamtap._tokens import (
     CounterFactory,
     Source,
@@ -30,17 +30,13 @@ from streamtap._tokens import (
     estimate_tokens,
 )
 
-TIKTOKEN_DIR = Path(
-    os.environ.get("STREAMTAP_TIKTOKEN_DIR")
-    or Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
-)
 ENCODINGS = ("o200k_base", "cl100k_base")
 MODEL_OF = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4"}
-
-needs_files = pytest.mark.skipif(
-    not all((TIKTOKEN_DIR / f"{name}.tiktoken").is_file() for name in ENCODINGS),
-    reason=f"tiktoken files not found in {TIKTOKEN_DIR} (set STREAMTAP_TIKTOKEN_DIR)",
-)
+# The SHA-256 tiktoken pins for the genuine files (tiktoken_ext/openai_public.py).
+PINNED = {
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+}
 
 FUZZ = settings(
     max_examples=int(os.environ.get("STREAMTAP_FUZZ_EXAMPLES", "600")),
@@ -55,40 +51,58 @@ FUZZ = settings(
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def tiktoken_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with the genuine ``.tiktoken`` files, rebuilt from streamtap's copy and
+    checked against tiktoken's pinned SHA-256 (what a user would point ``tiktoken_dir`` at)."""
+    import lzma
+
+    folder = tmp_path_factory.mktemp("tiktoken")
+    for name in ENCODINGS:
+        packed = (_encodings._DATA / f"{name}.bpe.xz").read_bytes()
+        data = _encodings.tiktoken_file_bytes(_encodings.unpack(lzma.decompress(packed)))
+        assert hashlib.sha256(data).hexdigest() == PINNED[name]
+        (folder / f"{name}.tiktoken").write_bytes(data)
+    return folder
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _strict_and_offline() -> Iterator[None]:
-    """Internal errors raise in these tests, the shared files are the source, no network."""
+    """Internal errors raise in these tests, no network."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STREAMTAP_STRICT", "1")
-        mp.setenv("STREAMTAP_TIKTOKEN_DIR", str(TIKTOKEN_DIR))
+        mp.delenv("STREAMTAP_TIKTOKEN_DIR", raising=False)
         mp.setenv("STREAMTAP_TIKTOKEN_DOWNLOAD", "0")
         yield
 
 
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, tuple[CounterFactory, Any]]:
-    """Both encodings, loaded from the shared directory: name -> (factory, tiktoken Encoding)."""
-    if not all((TIKTOKEN_DIR / f"{name}.tiktoken").is_file() for name in ENCODINGS):
-        pytest.skip(f"tiktoken files not found in {TIKTOKEN_DIR}")
+    """Both encodings, loaded with no configuration: name -> (factory, tiktoken Encoding)."""
     out = {}
     for name in ENCODINGS:
-        factory = counter_factory(MODEL_OF[name], tiktoken_dir=TIKTOKEN_DIR)
+        factory = counter_factory(MODEL_OF[name])
         assert (factory.source, factory.encoding) == ("tokenizer", name)
-        out[name] = (factory, _tokens._encodings[name])
+        out[name] = (factory, _encodings.loaded[name])
     return out
 
 
 @pytest.fixture
 def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Forget loaded encodings, attempts and warnings; no env dir; an empty tiktoken cache."""
-    saved = dict(_tokens._encodings)
-    _tokens._reset_for_tests()
+    saved = dict(_encodings.loaded)
+    reset_all()
     monkeypatch.delenv("STREAMTAP_TIKTOKEN_DIR", raising=False)
     monkeypatch.setenv("STREAMTAP_TIKTOKEN_DOWNLOAD", "0")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     yield
-    _tokens._reset_for_tests()
-    _tokens._encodings.update(saved)
+    reset_all()
+    _encodings.loaded.update(saved)
+
+
+def reset_all() -> None:
+    _encodings.reset_for_tests()
+    _tokens._FACTORIES.clear()
 
 
 def count_split(counter: TokenCounter, text: str, cuts: list[int]) -> list[int]:
@@ -204,7 +218,6 @@ def split_texts(draw: st.DrawFn) -> tuple[str, list[int]]:
 # ------------------------------------------------------------------------------------------
 
 
-@needs_files
 @pytest.mark.parametrize("name", ENCODINGS)
 @FUZZ
 @given(case=split_texts())
@@ -229,7 +242,6 @@ def test_fuzz_sum_of_chunks_equals_whole_text(
     assert counter.finish() == 0
 
 
-@needs_files
 @pytest.mark.parametrize("name", ENCODINGS)
 @FUZZ
 @given(case=split_texts())
@@ -248,7 +260,6 @@ def test_fuzz_batched_add_is_exact(
     assert counter.total == len(enc.encode_ordinary(text))
 
 
-@needs_files
 @pytest.mark.parametrize("name", ENCODINGS)
 def test_every_rule_holds_for_sampled_code_points(
     loaded: dict[str, tuple[CounterFactory, Any]], name: str
@@ -277,7 +288,6 @@ def test_every_rule_holds_for_sampled_code_points(
     assert bad == []
 
 
-@needs_files
 @pytest.mark.parametrize("name", ENCODINGS)
 def test_why_not_python_regex_pieces(
     loaded: dict[str, tuple[CounterFactory, Any]], name: str
@@ -402,7 +412,6 @@ SAMPLES: dict[str, str] = {
 }
 
 
-@needs_files
 @pytest.mark.parametrize("name", ENCODINGS)
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
 def test_realistic_answers_streamed_like_an_llm(
@@ -428,7 +437,6 @@ def test_realistic_answers_streamed_like_an_llm(
         assert counts[-1] <= max(8, expected // 10)
 
 
-@needs_files
 @pytest.mark.parametrize("name", ENCODINGS)
 def test_counter_as_user_tiktoken_encoding(
     loaded: dict[str, tuple[CounterFactory, Any]], name: str
@@ -444,7 +452,6 @@ def test_counter_as_user_tiktoken_encoding(
     )
 
 
-@needs_files
 def test_unproven_pattern_counts_exactly_at_finish(
     loaded: dict[str, tuple[CounterFactory, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -488,7 +495,6 @@ def _long_stream(n_chars: int) -> str:
     return "".join(out)[:n_chars]
 
 
-@needs_files
 @pytest.mark.parametrize("name", [*ENCODINGS, "estimate"])
 def test_cost_per_chunk_does_not_grow_with_the_stream(
     loaded: dict[str, tuple[CounterFactory, Any]], name: str
@@ -519,7 +525,6 @@ def test_cost_per_chunk_does_not_grow_with_the_stream(
         assert counter.total == estimate_tokens(text)
 
 
-@needs_files
 @pytest.mark.parametrize("name", [*ENCODINGS, "estimate"])
 @pytest.mark.parametrize("kind", ["spaces", "base64", "cjk"])
 def test_one_huge_piece_costs_linear_time(
@@ -570,7 +575,6 @@ def test_estimate_is_incremental_and_additive(case: tuple[str, list[int]]) -> No
     assert sum(results) == counter.total == estimate_tokens(text)
 
 
-@needs_files
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
 def test_estimate_is_in_the_right_ballpark(
     loaded: dict[str, tuple[CounterFactory, Any]], sample: str
@@ -593,7 +597,6 @@ def test_source_literal() -> None:
     assert set(get_args(Source)) == {"exact", "tokenizer", "estimate"}
 
 
-@needs_files
 def test_finish_peek_add_and_total(loaded: dict[str, tuple[CounterFactory, Any]]) -> None:
     """peek() changes nothing; finish() is idempotent; feeding after finish() starts a new
     tail; total reads flush add()ed text; empty and None deltas count 0."""
@@ -678,7 +681,6 @@ def test_internal_failure_degrades_to_estimate(caplog: pytest.LogCaptureFixture)
     assert len(warnings_of(caplog)) == 1
 
 
-@needs_files
 def test_lone_surrogates_and_odd_text(loaded: dict[str, tuple[CounterFactory, Any]]) -> None:
     """Lone surrogates (possible from JSON), NUL, huge deltas: exact like tiktoken, no error."""
     _, enc = loaded["o200k_base"]
@@ -690,7 +692,6 @@ def test_lone_surrogates_and_odd_text(loaded: dict[str, tuple[CounterFactory, An
         )
 
 
-@needs_files
 def test_counters_of_one_factory_in_threads(loaded: dict[str, tuple[CounterFactory, Any]]) -> None:
     """Counters sharing a factory (and its segment cache) in 8 threads: each exact."""
     factory, enc = loaded["cl100k_base"]
@@ -766,13 +767,12 @@ def test_encoding_for_model(model: str | None, encoding: str | None) -> None:
     assert encoding_for_model(model) == encoding
 
 
-@needs_files
 def test_factory_is_cached_and_counters_are_cheap(
     loaded: dict[str, tuple[CounterFactory, Any]],
 ) -> None:
     """Same arguments, same factory; ``encoding=`` forces an encoding; 10k counters in ms."""
-    f = counter_factory("gpt-4o", tiktoken_dir=TIKTOKEN_DIR)
-    assert counter_factory("gpt-4o", tiktoken_dir=TIKTOKEN_DIR) is f
+    f = counter_factory("gpt-4o")
+    assert counter_factory("gpt-4o") is f
     forced = counter_factory("llama-3-70b", encoding="cl100k_base")
     assert (forced.source, forced.encoding) == ("tokenizer", "cl100k_base")
     assert counter_factory("llama-3-70b").encoding == "estimate"
@@ -787,92 +787,211 @@ def test_factory_is_cached_and_counters_are_cheap(
 # ------------------------------------------------------------------------------------------
 
 
-@needs_files
-def test_loads_from_dir_option_and_env(
-    fresh_registry: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's downloader fails the test if it is called."""
+    import tiktoken
+    import tiktoken.load
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network attempted")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", refuse)
+    monkeypatch.setattr(tiktoken.load, "read_file", refuse)
+
+
+@pytest.fixture
+def damaged_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """streamtap's bundled copy is missing (a damaged install)."""
+    monkeypatch.setattr(_encodings, "_DATA", tmp_path / "no-data")
+
+
+def test_bundled_copy_counts_exactly_offline_with_no_configuration(
+    fresh_registry: None, no_network: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``tiktoken_dir=`` and ``$STREAMTAP_TIKTOKEN_DIR`` both work (hash-checked), silently;
-    nothing is written to tiktoken's cache."""
-    cache = TIKTOKEN_DIR.parent / "nonexistent-cache-dir-for-test"
+    """No directory, no cache, no network, no variable: both encodings load from streamtap's
+    own copy, silently, and are tiktoken's encodings (same ids as tiktoken's known values)."""
+    with caplog.at_level(logging.WARNING, "streamtap"):
+        f = counter_factory("gpt-4o")
+        g = counter_factory("gpt-4")
+    assert (f.source, f.encoding, g.source, g.encoding) == (
+        "tokenizer",
+        "o200k_base",
+        "tokenizer",
+        "cl100k_base",
+    )
+    assert warnings_of(caplog) == []
+    assert _encodings.loaded["cl100k_base"].encode_ordinary("hello world") == [15339, 1917]
+    assert _encodings.loaded["o200k_base"].encode_ordinary("hello world") == [24912, 2375]
+    assert _encodings.loaded["cl100k_base"].special_tokens_set >= {"<|endoftext|>"}
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_bundled_copy_is_verified_against_tiktokens_pinned_hash(name: str) -> None:
+    """The copy rebuilds the genuine file: its SHA-256 is the one tiktoken's own constructor
+    passes (read from tiktoken, not from streamtap), and packing it again gives the same
+    payload (the format loses nothing)."""
+    import lzma
+
+    pinned: list[str] = []
+
+    def read(url: str, expected: str) -> dict[bytes, int]:
+        pinned.append(expected)
+        return _encodings._packaged_ranks(url, expected)
+
+    enc = _encodings._construct(name, read)
+    assert pinned == [PINNED[name]]
+    payload = lzma.decompress((_encodings._DATA / f"{name}.bpe.xz").read_bytes())
+    tokens = _encodings.unpack(payload)
+    assert _encodings.pack(tokens) == payload
+    assert enc.n_vocab >= len(tokens)
+    assert [enc.decode_single_token_bytes(i) for i in (0, 255, len(tokens) - 1)] == [
+        tokens[0],
+        tokens[255],
+        tokens[-1],
+    ]
+
+
+def test_a_damaged_bundled_copy_is_refused(
+    fresh_registry: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A copy whose rebuilt file does not hash to tiktoken's pinned value is not used: the
+    estimate, and one warning that names the real cause (not an unset variable)."""
+    import lzma
+
+    payload = bytearray(lzma.decompress((_encodings._DATA / "o200k_base.bpe.xz").read_bytes()))
+    payload[-1] ^= 1  # the last token is built from another pair: still a valid payload
+    (tmp_path / "o200k_base.bpe.xz").write_bytes(lzma.compress(bytes(payload)))
+    monkeypatch.setattr(_encodings, "_DATA", tmp_path)
+    with caplog.at_level(logging.WARNING, "streamtap"):
+        f = counter_factory("gpt-4o")
+    assert f.source == "estimate"
+    [warning] = warnings_of(caplog)
+    message = warning.getMessage()
+    assert "SHA-256 mismatch for streamtap's o200k_base" in message
+    assert "bundled copy could not be used" in message
+    assert "unset" not in message
+
+
+def test_overrides_come_first(
+    fresh_registry: None,
+    tiktoken_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``tiktoken_dir=`` and ``$STREAMTAP_TIKTOKEN_DIR`` are read before the bundled copy
+    (hash-checked), silently; nothing is written to tiktoken's cache."""
+
+    def bundled(url: str, expected: str) -> dict[bytes, int]:
+        raise AssertionError("the bundled copy was read before the override")
+
+    monkeypatch.setattr(_encodings, "_packaged_ranks", bundled)
+    cache = tiktoken_dir.parent / "nonexistent-cache-dir-for-test"
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     with caplog.at_level(logging.WARNING, "streamtap"):
-        f = counter_factory("gpt-4o", tiktoken_dir=TIKTOKEN_DIR)
+        f = counter_factory("gpt-4o", tiktoken_dir=tiktoken_dir)
         assert (f.source, f.encoding) == ("tokenizer", "o200k_base")
-        monkeypatch.setenv("STREAMTAP_TIKTOKEN_DIR", str(TIKTOKEN_DIR))
+        monkeypatch.setenv("STREAMTAP_TIKTOKEN_DIR", str(tiktoken_dir))
         f = counter_factory("gpt-3.5-turbo")
         assert (f.source, f.encoding) == ("tokenizer", "cl100k_base")
     assert warnings_of(caplog) == []
     assert not cache.exists()
-    enc = _tokens._encodings["cl100k_base"]
+    enc = _encodings.loaded["cl100k_base"]
     assert enc.encode_ordinary("hello world") == [15339, 1917]
     assert enc.special_tokens_set >= {"<|endoftext|>", "<|fim_prefix|>"}
 
 
-@needs_files
-def test_corrupted_file_is_rejected(
-    fresh_registry: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_corrupted_override_file_is_rejected(
+    fresh_registry: None,
+    tiktoken_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A file with one changed byte fails the pinned SHA-256: estimate, exactly one warning
-    that names the options (and no second warning for the next stream)."""
-    data = bytearray((TIKTOKEN_DIR / "o200k_base.tiktoken").read_bytes())
+    """A ``tiktoken_dir`` file with one changed byte fails the pinned SHA-256: the bundled copy
+    is used instead, with exactly one warning that says so (none for the next stream)."""
+    data = bytearray((tiktoken_dir / "o200k_base.tiktoken").read_bytes())
     i = data.index(b" 1000\n") + 1
     data[i] = ord("2")  # a rank changes; still parses
     (tmp_path / "o200k_base.tiktoken").write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, "streamtap"):
         f = counter_factory("gpt-4o", tiktoken_dir=tmp_path)
         g = counter_factory("gpt-4o-mini", tiktoken_dir=tmp_path)
-    assert (f.source, f.encoding) == ("estimate", "estimate")
-    assert g is not f or g.source == "estimate"
+    assert (f.source, f.encoding, g.source) == ("tokenizer", "o200k_base", "tokenizer")
     [warning] = warnings_of(caplog)
     message = warning.getMessage()
-    assert "SHA-256 mismatch" in message
-    assert "STREAMTAP_TIKTOKEN_DIR" in message and "tiktoken_dir" in message
-    assert "o200k_base" in message
+    assert "SHA-256 mismatch" in message and str(tmp_path) in message
+    assert "streamtap's copy" in message
 
 
-def test_absent_files_and_no_download(
+def test_nothing_anywhere_warns_with_the_real_cause(
     fresh_registry: None,
+    damaged_install: None,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No file anywhere and STREAMTAP_TIKTOKEN_DOWNLOAD=0: the estimate, one warning, and no
-    network attempt (tiktoken's downloader is never called)."""
+    """No bundled copy, no file, and the download fails (no egress; the user never set
+    STREAMTAP_TIKTOKEN_DOWNLOAD): the estimate and one warning naming what failed, without
+    telling the user to unset a variable they never set."""
     import tiktoken
-    import tiktoken.load
 
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network attempted")
+    def offline(name: str) -> None:
+        raise ConnectionError("no route to host")
 
-    monkeypatch.setattr(tiktoken, "get_encoding", no_network)
-    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    monkeypatch.delenv("STREAMTAP_TIKTOKEN_DOWNLOAD")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING, "streamtap"):
         f = counter_factory("gpt-4o", tiktoken_dir=tmp_path / "missing")
         counter_factory("o3-mini")
-        counter_factory("gpt-4.1", tiktoken_dir=tmp_path / "missing-too")
     assert (f.source, f.encoding) == ("estimate", "estimate")
     [warning] = warnings_of(caplog)
-    assert "STREAMTAP_TIKTOKEN_DOWNLOAD=0" in warning.getMessage()
+    message = warning.getMessage()
+    assert "ConnectionError: no route to host" in message
+    assert "streamtap's copy" in message and "reinstall streamtap" in message
+    assert "STREAMTAP_TIKTOKEN_DOWNLOAD" not in message
     c = f.new()
     assert c.feed("Hello world, again") + c.finish() == estimate_tokens("Hello world, again")
 
 
-@needs_files
+def test_unbundled_encoding_with_downloads_off_says_the_variable_is_set(
+    fresh_registry: None, no_network: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An encoding streamtap does not bundle, and STREAMTAP_TIKTOKEN_DOWNLOAD=0 set: the
+    warning says that variable is set here, and no download is attempted."""
+    with caplog.at_level(logging.WARNING, "streamtap"):
+        f = counter_factory("davinci", encoding="r50k_base")
+    assert f.source == "estimate"
+    [warning] = warnings_of(caplog)
+    message = warning.getMessage()
+    assert "bundles only cl100k_base and o200k_base" in message
+    assert "STREAMTAP_TIKTOKEN_DOWNLOAD=0 is set in this environment" in message
+
+
 def test_tiktoken_cache_is_used_when_the_file_is_there(
-    fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_registry: None,
+    damaged_install: None,
+    tiktoken_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A file already in tiktoken's cache (named by the SHA-1 of its URL) is used, offline."""
     url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
     key = hashlib.sha1(url.encode()).hexdigest()
-    shutil.copy(TIKTOKEN_DIR / "cl100k_base.tiktoken", tmp_path / key)
+    shutil.copy(tiktoken_dir / "cl100k_base.tiktoken", tmp_path / key)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     f = counter_factory("gpt-4")
     assert (f.source, f.encoding) == ("tokenizer", "cl100k_base")
 
 
 def test_download_is_bounded_in_time(
-    fresh_registry: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fresh_registry: None,
+    damaged_install: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A hanging download gives up after $STREAMTAP_TIKTOKEN_DOWNLOAD_TIMEOUT seconds."""
     import tiktoken
@@ -895,13 +1014,13 @@ def test_download_is_bounded_in_time(
     assert "did not finish within 0.2s" in warnings_of(caplog)[0].getMessage()
 
 
-@needs_files
 def test_download_used_when_allowed(
     fresh_registry: None,
+    damaged_install: None,
     loaded: dict[str, tuple[CounterFactory, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With downloads allowed and no local file, ``tiktoken.get_encoding`` provides it."""
+    """With downloads allowed and no local copy, ``tiktoken.get_encoding`` provides it."""
     import tiktoken
 
     calls: list[str] = []
@@ -917,20 +1036,18 @@ def test_download_used_when_allowed(
     assert (f.source, f.encoding, calls) == ("tokenizer", "o200k_base", ["o200k_base"])
 
 
-@needs_files
 def test_loaded_once_per_process_under_concurrency(
     fresh_registry: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """16 threads asking for the same encoding (through different models): one file read."""
+    """16 threads asking for the same encoding (through different models): one load."""
     reads: list[str] = []
-    real_read = _tokens._read_ranks
+    real_read = _encodings._packaged_ranks
 
-    def counting_read(path: str, expected: str) -> dict[bytes, int]:
-        reads.append(path)
-        return real_read(path, expected)
+    def counting_read(url: str, expected: str) -> dict[bytes, int]:
+        reads.append(url)
+        return real_read(url, expected)
 
-    monkeypatch.setattr(_tokens, "_read_ranks", counting_read)
-    monkeypatch.setenv("STREAMTAP_TIKTOKEN_DIR", str(TIKTOKEN_DIR))
+    monkeypatch.setattr(_encodings, "_packaged_ranks", counting_read)
     models = ["gpt-4o", "gpt-4o-mini", "o3", "gpt-5", "gpt-4.1", "o1-mini", "gpt-oss-20b", "o4"]
     results: list[str] = []
     barrier = threading.Barrier(16)
@@ -953,17 +1070,21 @@ def test_unknown_encoding_name_falls_back(
 ) -> None:
     """``encoding="nope"``: the estimate and one warning, no exception."""
     with caplog.at_level(logging.WARNING, "streamtap"):
-        f = counter_factory("gpt-4o", encoding="nope", tiktoken_dir=TIKTOKEN_DIR)
+        f = counter_factory("gpt-4o", encoding="nope")
     assert f.source == "estimate"
     [warning] = warnings_of(caplog)
     assert "unknown encoding" in warning.getMessage()
 
 
 def test_import_loads_nothing() -> None:
-    """Importing the module loads no encoding and reads no file (checked in a fresh process)."""
+    """Importing streamtap loads no encoding and imports no tokenizer code: that happens at
+    instrument(), in the background (checked in a fresh process)."""
     code = (
-        "import sys, tiktoken.registry as r, streamtap._tokens as t\n"
-        "assert not t._encodings and not r.ENCODINGS\n"
+        "import sys, streamtap\n"
+        "lazy = {'tiktoken', 'streamtap._tokens', 'streamtap._encodings', 'streamtap._pending'}\n"
+        "assert not lazy & set(sys.modules), lazy & set(sys.modules)\n"
+        "import streamtap._encodings as e\n"
+        "assert not e.loaded\n"
         "print('ok')\n"
     )
     src = str(Path(__file__).resolve().parents[1] / "src")

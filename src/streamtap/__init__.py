@@ -15,7 +15,7 @@ from typing import Any
 
 from ._errors import StreamtapInternalError
 from ._exceptions import StreamInterrupted
-from ._log import configure_logging
+from ._log import configure_logging, summary_lock
 from ._options import Options, options
 from ._patch import instrument, is_instrumented, uninstrument
 from ._proxy import run_of
@@ -27,7 +27,10 @@ __version__ = "0.1.0.dev0"
 def stats(stream: Any) -> StreamStats:
     """Live statistics of an instrumented stream (or of the SDK's `.stream()` helper on one).
 
-    Raises TypeError for objects streamtap did not wrap.
+    While the tokenizer is still loading (the first second or so after `instrument()`),
+    `tokens` is an estimate and `token_source` says `"estimate"`; from then on both are
+    exact, for the text delivered before the load too. Raises TypeError for objects streamtap
+    did not wrap.
     """
     run = run_of(stream)
     if run is None:
@@ -35,7 +38,8 @@ def stats(stream: Any) -> StreamStats:
             "streamtap.stats() expects a stream returned by an instrumented client, "
             f"got {type(stream).__name__}"
         )
-    return run.state.snapshot(time.perf_counter())
+    with summary_lock:
+        return run.state.snapshot(time.perf_counter())
 
 
 __all__ = [

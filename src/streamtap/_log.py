@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from types import MappingProxyType
 from typing import IO, Any
-
-import structlog
 
 from ._errors import internal_error
 from ._state import StreamState
@@ -36,7 +35,11 @@ def drop_none(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def emit(state: StreamState) -> None:
-    """Build the summary of a finished stream and send it to its logger and hooks."""
+    """Build the summary of a finished stream and send it to its logger and hooks.
+
+    If the stream's tokenizer is still loading, the summary waits for it (and is sent from the
+    loader thread); the caller does not wait.
+    """
     options = state.resolved.options
     target = options.logger
     if (
@@ -45,6 +48,27 @@ def emit(state: StreamState) -> None:
         and not (target or logger).isEnabledFor(logging.INFO)
     ):
         return  # nobody listens (the default for a library): do not build the event at all
+    loading = state.counting_loader()
+    if loading is not None:
+        state.settle(keep_latest=False)  # the caller's thread touches no counter after this
+        loading.when_ready(lambda: _emit_locked(state))
+        return
+    _emit(state)
+
+
+summary_lock = threading.Lock()
+"""Held while a summary that waited for its count is built on the loader thread; `stats()`
+takes it too, so the two never touch one stream's counters at once."""
+
+
+def _emit_locked(state: StreamState) -> None:
+    with summary_lock:
+        _emit(state)
+
+
+def _emit(state: StreamState) -> None:
+    options = state.resolved.options
+    target = options.logger
     try:
         event = drop_none(state.summary())
     except Exception as exc:
@@ -102,6 +126,8 @@ class EventFormatter(logging.Formatter):
 
     def __init__(self, json: bool = True) -> None:
         super().__init__()
+        import structlog  # only for those who render with it (import cost)
+
         self._render: Any = (
             structlog.processors.JSONRenderer(sort_keys=False)
             if json

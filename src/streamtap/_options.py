@@ -17,9 +17,12 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _segment, _tokens
+from . import _segment
+
+if TYPE_CHECKING:  # the tokenizer modules load at instrument(), not at import
+    from ._tokens import CounterFactory
 
 Hook = Callable[[Mapping[str, Any]], None]
 
@@ -155,47 +158,38 @@ class Resolved:
         self.policy = _segment.make_policy(options.buffering)
         b = options.buffering
         self.mode = b if isinstance(b, str) else "custom"
-        self._counters: dict[str | None, _tokens.CounterFactory] = {}
+        self._counters: dict[str | None, CounterFactory] = {}
         self._lock = threading.Lock()
 
     def preload(self) -> None:
-        """Load the likely tokenizer in the background, off the first request's path."""
+        """Start loading the likely tokenizer in the background, off the first request's path."""
         o = self.options
-        if not o.count_tokens or o.token_counter is not None:
-            return
-        key = (o.encoding, o.tiktoken_dir)
-        with _preload_lock:
-            if key in _preloaded:
-                return
-            _preloaded.add(key)
-        threading.Thread(
-            target=_tokens.counter_factory,
-            args=("gpt-4o",),
-            kwargs={"encoding": o.encoding, "tiktoken_dir": o.tiktoken_dir},
-            name="streamtap-tokenizer-preload",
-            daemon=True,
-        ).start()
+        if o.count_tokens and o.token_counter is None:
+            from . import _pending
 
-    def counter_factory(self, model: str | None) -> _tokens.CounterFactory:
+            _pending.factory_nowait("gpt-4o", encoding=o.encoding, tiktoken_dir=o.tiktoken_dir)
+
+    def counter_factory(self, model: str | None) -> CounterFactory:
         factory = self._counters.get(model)
         if factory is None:
+            from . import _pending
+
             with self._lock:
                 factory = self._counters.get(model)
                 if factory is None:
                     o = self.options
-                    factory = _tokens.counter_factory(
+                    factory = _pending.factory_nowait(
                         model,
                         encoding=o.encoding,
                         counter=o.token_counter,
                         tiktoken_dir=o.tiktoken_dir,
                     )
-                    if len(self._counters) < 256:  # bound the cache for free-form model names
+                    # (a factory still loading is asked again; bound the cache for free-form
+                    # model names)
+                    if factory.loading is None and len(self._counters) < 256:
                         self._counters[model] = factory
         return factory
 
-
-_preloaded: set[tuple[str | None, str | None]] = set()
-_preload_lock = threading.Lock()
 
 # Per-request overrides (a dict of option changes), set by `streamtap.options(...)`.
 _overrides: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(

@@ -10,6 +10,7 @@ makes them continue the answer the caller already has.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import sys
 import time
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import openai
-import tenacity
 
 from . import _resume
 from ._errors import internal_error
@@ -50,8 +50,10 @@ _no_finish: set[str] = set()
 _SDK_MARKERS = frozenset({"x-stainless-raw-response", "____stainless_override_cast_to"})
 
 
+@functools.cache
 def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(timeout types, transport types) of whichever httpx flavours are installed."""
+    """(timeout types, transport types) of whichever httpx flavours are installed; looked up
+    at the first failure, not at import (importing them all costs ~25 ms)."""
     timeouts: list[type] = [openai.APITimeoutError]
     transports: list[type] = [openai.APIConnectionError]
     for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
@@ -68,8 +70,6 @@ def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
                 transports.append(e)
     return tuple(timeouts), tuple(transports)
 
-
-_TIMEOUTS, _TRANSPORTS = _transport_errors()
 
 
 def _corrupt_types() -> tuple[type, ...]:
@@ -124,11 +124,12 @@ def describe(exc: BaseException, stalled: bool) -> Failure | None:
             code=None if status is not None or code is None else str(code),
             message=str(body.get("message") or ""),
         )
-    if stalled and isinstance(exc, _TIMEOUTS + _TRANSPORTS):
+    timeouts, transports = _transport_errors()
+    if stalled and isinstance(exc, timeouts + transports):
         return Failure("stall")
-    if isinstance(exc, _TIMEOUTS):
+    if isinstance(exc, timeouts):
         return Failure("timeout")
-    if isinstance(exc, _TRANSPORTS):
+    if isinstance(exc, transports):
         return Failure("transport", message=str(exc))
     if isinstance(exc, openai.APIStatusError):
         return None  # a response status, not a broken stream
@@ -848,6 +849,8 @@ def _is_marker(name: object) -> bool:
 def _retrying_sync(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
     # One quick retry of the follow-up request itself on a connection error before any
     # response (the SDK's own max_retries covers status codes); the shared Budget governs the rest.
+    import tenacity  # resumes are rare: not at import
+
     for attempt in tenacity.Retrying(
         stop=tenacity.stop_after_attempt(2),
         wait=tenacity.wait_random(0.01, 0.05),
@@ -860,6 +863,8 @@ def _retrying_sync(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
 
 
 async def _retrying_async(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    import tenacity
+
     async for attempt in tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(2),
         wait=tenacity.wait_random(0.01, 0.05),

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._options import Resolved
 from ._segment import Segmenter
 from ._timing import Timing
-from ._tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from ._tokens import TokenCounter
 
 SCHEMA_VERSION = 1
 
@@ -201,9 +203,16 @@ class StreamState:
         """
         factory = self._counter_factory
         if factory is not None and factory.source == "estimate" and not self.lanes:
+            if factory.loading is not None:
+                return  # the requested model's tokenizer is loading: it is known
             better = self.resolved.counter_factory(model)
-            if better.source != "estimate":
+            if better.source != "estimate" or better.loading is not None:
                 self._counter_factory = better
+
+    def counting_loader(self) -> Any:
+        """The tokenizer load this stream's count waits for (`_pending.Loading`), or None."""
+        factory = self._counter_factory
+        return None if factory is None else factory.loading
 
     # -- per chunk --------------------------------------------------------------------------
 

@@ -97,8 +97,8 @@ Until a hard break arrives its tokens are not final, and are reported later (at 
 ~0.5-1.0 us, about what tiktoken itself takes to encode the same text once.
 
 Encodings are loaded lazily, at most once per process each, without network unless allowed; see
-:func:`counter_factory`. When no tokenizer can be had, an ``estimate`` counter is used, with one
-warning per encoding.
+:func:`counter_factory` and ``_encodings``. When no tokenizer can be had, an ``estimate`` counter
+is used, with one warning per encoding. Streams never wait for a load: ``_pending``.
 """
 
 from __future__ import annotations
@@ -107,17 +107,14 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
-import threading
-import types
 import unicodedata
 from collections.abc import Callable
-from functools import partial
 from itertools import islice
 from operator import itemgetter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
 
+from . import _encodings
+from ._encodings import warn_once as _warn_once
 from ._errors import strict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,11 +138,6 @@ _SOURCES: Final[frozenset[str]] = frozenset(get_args(Source))
 
 logger = logging.getLogger("streamtap")
 
-ENV_DIR: Final = "STREAMTAP_TIKTOKEN_DIR"
-ENV_DOWNLOAD: Final = "STREAMTAP_TIKTOKEN_DOWNLOAD"
-ENV_DOWNLOAD_TIMEOUT: Final = "STREAMTAP_TIKTOKEN_DOWNLOAD_TIMEOUT"
-DEFAULT_DOWNLOAD_TIMEOUT: Final = 5.0
-
 
 def _strict() -> bool:
     """Re-raise internal errors instead of degrading to the estimate (``STREAMTAP_STRICT=1``,
@@ -161,8 +153,15 @@ def _strict() -> bool:
 class TokenCounter(Protocol):
     """Counts the tokens of one growing text (one choice index, one text channel)."""
 
-    source: Source
-    encoding: str  # "o200k_base" | "cl100k_base" | a user counter's name | "estimate"
+    @property
+    def source(self) -> Source:
+        """Where the count comes from (see ``Source``)."""
+        ...
+
+    @property
+    def encoding(self) -> str:
+        """``"o200k_base"`` | ``"cl100k_base"`` | a user counter's name | ``"estimate"``."""
+        ...
 
     @property
     def total(self) -> int:
@@ -187,14 +186,20 @@ class TokenCounter(Protocol):
 
 
 class CounterFactory:
-    """Makes counters for one resolved tokenizer. Creating a counter is cheap."""
+    """Makes counters for one resolved tokenizer. Creating a counter is cheap.
 
-    __slots__ = ("_make", "encoding", "source")
+    ``loading`` is not None while the tokenizer is still loading in the background (see
+    ``_pending``): meanwhile ``source`` and ``encoding`` say ``estimate`` and the counters keep
+    their text; when it is loaded they take the loaded values and ``loading`` becomes None.
+    """
+
+    __slots__ = ("_make", "encoding", "loading", "source")
 
     def __init__(self, source: Source, encoding: str, make: Callable[[], TokenCounter]) -> None:
         self.source: Source = source
         self.encoding: str = encoding
         self._make = make
+        self.loading: Any = None
 
     def new(self) -> TokenCounter:
         """A fresh counter (one per choice index and text channel)."""
@@ -223,12 +228,14 @@ def counter_factory(
     - otherwise the encoding comes from :func:`encoding_for_model`; unknown models get the
       estimate.
 
-    tiktoken files are looked up in this order, each source tried at most once per process:
+    Encodings are looked up in this order, each source tried at most once per process:
     ``tiktoken_dir`` (a directory holding ``<encoding>.tiktoken``), ``$STREAMTAP_TIKTOKEN_DIR``,
-    tiktoken's own cache (only if the file is already there), then tiktoken's download --
-    unless ``STREAMTAP_TIKTOKEN_DOWNLOAD=0`` -- bounded by
-    ``$STREAMTAP_TIKTOKEN_DOWNLOAD_TIMEOUT`` seconds (default 5). Every file is checked against
-    the SHA-256 pinned in tiktoken. If all fail: the estimate, and one warning per encoding.
+    the copy of ``cl100k_base`` and ``o200k_base`` shipped with streamtap, tiktoken's own cache
+    (only if the file is already there), then tiktoken's download -- unless
+    ``STREAMTAP_TIKTOKEN_DOWNLOAD=0`` -- bounded by ``$STREAMTAP_TIKTOKEN_DOWNLOAD_TIMEOUT``
+    seconds (default 5). Every file is checked against the SHA-256 pinned in tiktoken. If all
+    fail: the estimate, and one warning per encoding. This call waits while an encoding loads
+    (a fraction of a second for the shipped ones); ``_pending.factory_nowait`` does not.
     """
     try:
         key: tuple[Any, ...] | None = (
@@ -286,7 +293,7 @@ def _resolve(
     name = encoding if encoding is not None else encoding_for_model(model)
     if name is None:
         return _ESTIMATE_FACTORY
-    enc = _load_encoding(name, tiktoken_dir)
+    enc = _encodings.load_encoding(name, tiktoken_dir)
     if enc is None:
         return _ESTIMATE_FACTORY
     return _tiktoken_factory(enc)
@@ -804,259 +811,3 @@ def _estimate_counter() -> TokenCounter:
 
 
 _ESTIMATE_FACTORY: Final = CounterFactory("estimate", "estimate", _estimate_counter)
-
-
-# --------------------------------------------------------------------------------------------
-# Loading encodings
-# --------------------------------------------------------------------------------------------
-
-# Used only if tiktoken's constructor does not pass a hash (it always has so far).
-_FALLBACK_SHA256: Final = {
-    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-}
-
-_registry_lock = threading.Lock()
-_name_locks: dict[str, threading.Lock] = {}
-_encodings: dict[str, Any] = {}
-_attempts: dict[tuple[str, str, str], str] = {}  # (encoding, source, where) -> why it failed
-_warned: set[tuple[str, str]] = set()
-
-
-def _warn_once(key: tuple[str, str], msg: str, *args: object) -> None:
-    with _registry_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    logger.warning(msg, *args)
-
-
-class _Unavailable(Exception):
-    """A source does not have the file (not an error worth a traceback)."""
-
-
-def _load_encoding(name: str, tiktoken_dir: str | os.PathLike[str] | None) -> Any:
-    """The tiktoken Encoding ``name``, or None (after one warning per encoding)."""
-    enc = _encodings.get(name)
-    if enc is not None:
-        return enc
-    with _registry_lock:
-        lock = _name_locks.setdefault(name, threading.Lock())
-    with lock:
-        enc = _encodings.get(name)
-        if enc is not None:
-            return enc
-        known = _known_encodings()
-        if name not in known:
-            _warn_once(
-                ("encoding", name),
-                "streamtap: unknown encoding %r (known: %s); token counts are estimates",
-                name,
-                ", ".join(known),
-            )
-            return None
-        sources: list[tuple[str, str, Callable[[], Any]]] = []
-        if tiktoken_dir is not None:
-            option_dir = os.fspath(tiktoken_dir)
-            sources.append(("tiktoken_dir", option_dir, partial(_build_from_dir, name, option_dir)))
-        env_dir = os.environ.get(ENV_DIR)
-        if env_dir:
-            sources.append((ENV_DIR, env_dir, partial(_build_from_dir, name, env_dir)))
-        cache_dir = _tiktoken_cache_dir()
-        if cache_dir:
-            sources.append(
-                ("tiktoken cache", cache_dir, partial(_build_from_cache, name, cache_dir))
-            )
-        download = os.environ.get(ENV_DOWNLOAD, "1").strip() != "0"
-        if download:
-            sources.append(("download", "", partial(_download, name)))
-        for kind, where, build in sources:
-            key = (name, kind, where)
-            if key in _attempts:
-                continue
-            try:
-                enc = build()
-            except _Unavailable as exc:
-                _attempts[key] = str(exc)
-                continue
-            except Exception as exc:
-                _attempts[key] = f"{type(exc).__name__}: {exc}"
-                continue
-            _encodings[name] = enc
-            return enc
-        reasons = [
-            f"{kind}{f' {where}' if where else ''}: {why}"
-            for (n, kind, where), why in _attempts.items()
-            if n == name
-        ]
-        if not download:
-            reasons.append(f"download disabled by {ENV_DOWNLOAD}=0")
-    _warn_once(
-        ("encoding", name),
-        "streamtap: tiktoken encoding %s is not available (%s); token counts are estimates."
-        " Point tiktoken_dir= or $%s at a directory holding %s.tiktoken,"
-        " or allow tiktoken to download it (unset %s=0)",
-        name,
-        "; ".join(reasons) or "no source",
-        ENV_DIR,
-        name,
-        ENV_DOWNLOAD,
-    )
-    return None
-
-
-def _known_encodings() -> list[str]:
-    """The encodings tiktoken's OpenAI plugin can construct (imported lazily)."""
-    import importlib
-
-    public = importlib.import_module("tiktoken_ext.openai_public")
-    return sorted(public.ENCODING_CONSTRUCTORS)
-
-
-def _tiktoken_cache_dir() -> str:
-    """tiktoken's cache directory, the way ``tiktoken.load.read_file_cached`` chooses it."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ:
-        return os.environ["TIKTOKEN_CACHE_DIR"]
-    if "DATA_GYM_CACHE_DIR" in os.environ:
-        return os.environ["DATA_GYM_CACHE_DIR"]
-    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
-
-
-def _build_from_dir(name: str, directory: str) -> Any:
-    path = Path(directory) / f"{name}.tiktoken"
-    if not path.is_file():
-        raise _Unavailable(f"no file {path}")
-    return _construct(name, lambda url: str(path))
-
-
-def _build_from_cache(name: str, cache_dir: str) -> Any:
-    def locate(url: str) -> str:
-        path = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
-        if not os.path.isfile(path):
-            raise _Unavailable(f"not cached ({path})")
-        return path
-
-    return _construct(name, locate)
-
-
-def _construct(name: str, locate: Callable[[str], str]) -> Any:
-    """Build ``tiktoken.Encoding(name)`` from tiktoken's own constructor (pattern, special
-    tokens, pinned SHA-256), with the ranks read from ``locate(url)`` instead of the URL.
-
-    The constructor is run as a copy whose globals map ``load_tiktoken_bpe`` to our reader: no
-    global state is patched, so this is safe next to other threads using tiktoken.
-    """
-    import importlib
-
-    import tiktoken
-
-    public = importlib.import_module("tiktoken_ext.openai_public")
-    constructors: dict[str, Callable[[], dict[str, Any]]] = public.ENCODING_CONSTRUCTORS
-    if name not in constructors:
-        raise _Unavailable(f"unknown encoding (known: {', '.join(sorted(constructors))})")
-    used: list[str] = []
-
-    def read_ranks(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
-        expected = expected_hash or _FALLBACK_SHA256.get(name)
-        if not expected:
-            raise _Unavailable(f"no pinned SHA-256 for {url}")
-        path = locate(url)
-        used.append(path)
-        return _read_ranks(path, expected)
-
-    def refuse(*args: object, **kwargs: object) -> Any:
-        raise _Unavailable("this encoding is not loaded from .tiktoken files")
-
-    namespace = dict(vars(public))
-    namespace["load_tiktoken_bpe"] = read_ranks
-    namespace["data_gym_to_mergeable_bpe_ranks"] = refuse
-    for attr, value in list(namespace.items()):
-        if isinstance(value, types.FunctionType) and value.__globals__ is vars(public):
-            namespace[attr] = _rebind(value, namespace)
-    ctor = constructors[name]
-    if not isinstance(ctor, types.FunctionType) or "load_tiktoken_bpe" not in _names_used(
-        ctor, vars(public)
-    ):
-        raise _Unavailable("tiktoken's constructor has an unexpected shape")
-    kwargs = _rebind(ctor, namespace)()
-    if not used:  # pragma: no cover - guarded by _names_used
-        raise _Unavailable("tiktoken's constructor did not read a ranks file")
-    return tiktoken.Encoding(**kwargs)
-
-
-def _rebind(fn: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
-    new = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__kwdefaults__ = fn.__kwdefaults__
-    return new
-
-
-def _names_used(fn: types.FunctionType, module_vars: dict[str, Any], depth: int = 0) -> set[str]:
-    """Global names a constructor uses, following calls to other constructors of the module."""
-    names = set(fn.__code__.co_names)
-    if depth < 3:
-        for n in list(names):
-            other = module_vars.get(n)
-            if isinstance(other, types.FunctionType) and other.__globals__ is module_vars:
-                names |= _names_used(other, module_vars, depth + 1)
-    return names
-
-
-def _read_ranks(path: str, expected_sha256: str) -> dict[bytes, int]:
-    """``tiktoken.load.load_tiktoken_bpe(path, expected_hash)``, minus its cache side effect.
-
-    For a local path, tiktoken's loader also writes a copy of the file into its cache directory
-    (and raises if a user-set cache directory is not writable). We run its parser with a reader
-    that only reads the file and checks the SHA-256 (tiktoken's ``check_hash``).
-    """
-    import tiktoken.load as tl
-
-    def read_verified(blobpath: str, expected_hash: str | None = None) -> bytes:
-        with open(blobpath, "rb") as f:
-            data = f.read()
-        if not tl.check_hash(data, expected_sha256):
-            raise ValueError(f"SHA-256 mismatch for {blobpath} (expected {expected_sha256})")
-        return data
-
-    loader = tl.load_tiktoken_bpe
-    if isinstance(loader, types.FunctionType) and "read_file_cached" in loader.__code__.co_names:
-        namespace = dict(vars(tl))
-        namespace["read_file_cached"] = read_verified
-        ranks: dict[bytes, int] = _rebind(loader, namespace)(path, expected_sha256)
-        return ranks
-    fallback: dict[bytes, int] = loader(path, expected_hash=expected_sha256)  # pragma: no cover
-    return fallback  # pragma: no cover
-
-
-def _download(name: str) -> Any:
-    """``tiktoken.get_encoding`` (network), in a daemon thread, bounded in time."""
-    import tiktoken
-
-    try:
-        timeout = float(os.environ.get(ENV_DOWNLOAD_TIMEOUT, DEFAULT_DOWNLOAD_TIMEOUT))
-    except ValueError:
-        timeout = DEFAULT_DOWNLOAD_TIMEOUT
-    result: list[Any] = []
-
-    def run() -> None:
-        try:
-            result.append(tiktoken.get_encoding(name))
-        except BaseException as exc:  # reported below
-            result.append(exc)
-
-    thread = threading.Thread(target=run, name=f"streamtap-tiktoken-{name}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not result:
-        raise _Unavailable(f"download did not finish within {timeout:g}s")
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
-
-
-def _reset_for_tests() -> None:
-    """Forget loaded encodings, failed attempts, warnings and cached factories."""
-    with _registry_lock:
-        _encodings.clear()
-        _attempts.clear()
-        _warned.clear()
-        _FACTORIES.clear()
