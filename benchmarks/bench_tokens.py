@@ -3,7 +3,7 @@
 Standalone: ``PYTHONPATH=src python benchmarks/bench_tokens.py [--tiktoken-dir DIR]``.
 
 Deltas are cut like an LLM stream: 1-3 tokens each (o200k_base tokens, re-joined so that a
-delta never ends inside a UTF-8 character). Texts: the design notes (prose/markdown), this
+delta never ends inside a UTF-8 character). Texts: the README and docs (prose/markdown), this
 project's ``_tokens.py`` (code) and a CJK paragraph -- real text, so that the segment cache
 is not flattered by repetition (except for the CJK paragraph, repeated 40 times). Columns:
 
@@ -29,7 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
-from streamtap import _tokens  # noqa: E402
+from streamtap import _encodings, _tokens  # noqa: E402
 
 PROSE = (
     "Streaming responses arrive in small pieces, and each piece is usually one to three tokens"
@@ -52,9 +52,10 @@ CJK = "流式响应会被拆分成很多小块，每一块通常只有一到三�
 def corpus() -> dict[str, str]:
     """Real, non-repeating text where available."""
     texts = {"prose": PROSE * 40, "code": CODE * 40, "cjk": CJK * 40}
-    design = HERE.parents[2] / "shared" / "DESIGN.md"
-    if design.is_file():
-        texts["prose"] = design.read_text(encoding="utf-8")
+    docs = [HERE.parent / "README.md", *sorted((HERE.parent / "docs").glob("*.md"))]
+    prose = "\n".join(p.read_text(encoding="utf-8") for p in docs if p.is_file())
+    if prose:
+        texts["prose"] = prose
     source = HERE.parents[1] / "src" / "streamtap" / "_tokens.py"
     if source.is_file():
         texts["code"] = source.read_text(encoding="utf-8")
@@ -93,7 +94,7 @@ def per_delta_ns(fn: Any, deltas: list[str], repeat: int) -> float:
 
 def fresh(name: str) -> _tokens.CounterFactory:
     """A factory with an empty segment cache (``counter_factory``'s are shared and warm)."""
-    enc = _tokens._encodings.get(name)
+    enc = _encodings.loaded.get(name)
     if enc is None:
         cached = _tokens._cached(_tokens.estimate_tokens)
         return _tokens.CounterFactory(
@@ -122,8 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--tiktoken-dir",
-        default=os.environ.get("STREAMTAP_TIKTOKEN_DIR")
-        or str(HERE.parents[2] / "shared" / "tiktoken"),
+        default=os.environ.get("STREAMTAP_TIKTOKEN_DIR"),
+        help="a directory holding the .tiktoken files (default: the copy shipped in streamtap)",
     )
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
@@ -132,9 +133,9 @@ def main() -> None:
     models = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4", "estimate": None}
     for model in models.values():
         _tokens.counter_factory(model, tiktoken_dir=args.tiktoken_dir)  # load once
-    o200k = _tokens._encodings.get("o200k_base")
+    o200k = _encodings.loaded.get("o200k_base")
     if o200k is None:
-        sys.exit(f"o200k_base not found in {args.tiktoken_dir}")
+        sys.exit("o200k_base could not be loaded (see the warning above)")
 
     print(f"python {sys.version.split()[0]}; ns per delta, best of {args.repeat} runs")
     print(
@@ -148,7 +149,7 @@ def main() -> None:
             feed_ns = per_delta_ns(lambda ds, f=warm: run_feed(ds, f), deltas, args.repeat)
             cold_ns = per_delta_ns(lambda ds, c=cname: run_feed(ds, fresh(c)), deltas, args.repeat)
             add_ns = per_delta_ns(lambda ds, c=cname: run_add(ds, fresh(c)), deltas, args.repeat)
-            enc = _tokens._encodings.get(cname)
+            enc = _encodings.loaded.get(cname)
             if enc is not None:
                 encode = enc.encode_ordinary
                 naive_ns = per_delta_ns(

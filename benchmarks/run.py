@@ -76,9 +76,7 @@ def env_for(python: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
     )
-    tk = ROOT.parent / "shared" / "tiktoken"
-    if "STREAMTAP_TIKTOKEN_DIR" not in env and tk.is_dir():
-        env["STREAMTAP_TIKTOKEN_DIR"] = str(tk)
+    # The encodings come from the copy shipped in streamtap: nothing is downloaded.
     env.setdefault("STREAMTAP_TIKTOKEN_DOWNLOAD", "0")
     return env
 

@@ -108,23 +108,11 @@ class _Tee(logging.Handler):
         super().close()
 
 
-def _locate_tiktoken() -> None:
-    """Use the repository's sibling `shared/tiktoken` when no encoding dir is configured."""
-    if os.environ.get("STREAMTAP_TIKTOKEN_DIR"):
-        return
-    for base in (Path.cwd(), *Path.cwd().parents[:2]):
-        cand = base / "shared" / "tiktoken"
-        if (cand / "o200k_base.tiktoken").is_file():
-            os.environ["STREAMTAP_TIKTOKEN_DIR"] = str(cand)
-            return
-
-
 def _demo(args: argparse.Namespace) -> int:
     import openai
 
     import streamtap
 
-    _locate_tiktoken()
     events = Path(args.events)
     tee = _Tee(events)
     log = logging.getLogger("streamtap")
