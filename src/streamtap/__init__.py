@@ -10,18 +10,46 @@ chunk, resumes broken streams, and logs one structured latency event per stream.
 
 from __future__ import annotations
 
+import importlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._errors import StreamtapInternalError
-from ._exceptions import StreamInterrupted
-from ._log import configure_logging, summary_lock
-from ._options import Options, options
-from ._patch import instrument, is_instrumented, uninstrument
-from ._proxy import run_of
-from ._state import StreamStats
+if TYPE_CHECKING:
+    from ._errors import StreamtapInternalError
+    from ._exceptions import StreamInterrupted
+    from ._log import configure_logging
+    from ._options import Options, options
+    from ._patch import instrument, is_instrumented, uninstrument
+    from ._state import StreamStats
 
 __version__ = "0.1.0.dev0"
+
+# The public names load their modules on first use (PEP 562): `import streamtap` alone costs
+# nothing, and `streamtap report` never imports openai.
+_LAZY = {
+    "Options": "_options",
+    "StreamInterrupted": "_exceptions",
+    "StreamStats": "_state",
+    "StreamtapInternalError": "_errors",
+    "configure_logging": "_log",
+    "instrument": "_patch",
+    "is_instrumented": "_patch",
+    "options": "_options",
+    "uninstrument": "_patch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamtap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def stats(stream: Any) -> StreamStats:
@@ -32,6 +60,9 @@ def stats(stream: Any) -> StreamStats:
     exact, for the text delivered before the load too. Raises TypeError for objects streamtap
     did not wrap.
     """
+    from ._log import summary_lock
+    from ._proxy import run_of
+
     run = run_of(stream)
     if run is None:
         raise TypeError(
