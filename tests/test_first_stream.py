@@ -167,3 +167,36 @@ def test_a_load_that_never_ends_is_bounded(
         events.summaries.clear()
         assert stream_sync(client)[0] == ANSWER
         assert events.one()["streamtap.tokens.counted"] == exact(ANSWER)
+
+
+def test_the_encoder_is_built_after_the_stream_in_flight(
+    slow_loader: threading.Event, events: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building tiktoken's encoder holds the GIL for a fifth of a second: the loader waits for
+    the stream in flight to end before it does (the stream still gets an exact count)."""
+    import tiktoken
+
+    built: list[float] = []
+    real = tiktoken.Encoding
+
+    class Recorded(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(time.perf_counter())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tiktoken, "Encoding", Recorded)
+    with FakeServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        streamtap.instrument(client)
+        server.enqueue(Reply(text=ANSWER, chunk_size=3, model="gpt-4o", delay=0.02))
+        stream = client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+        parts = []
+        for chunk in stream:
+            if not parts:
+                slow_loader.set()  # the load runs while the rest of the stream arrives
+            parts.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+        ended = time.perf_counter()
+        assert "".join(parts) == ANSWER
+        ev = wait_for_summary(events)
+    assert built and min(built) > ended
+    assert ev["streamtap.tokens.counted"] == exact(ANSWER)

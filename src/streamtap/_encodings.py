@@ -46,6 +46,18 @@ _FALLBACK_SHA256: Final = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
 
+# Per thread: `local.checkpoint()` is called before each step of a load that holds the GIL for
+# long (building the rank dict: tens of ms; tiktoken's encoder, in Rust: about 0.2 s).
+# `_pending`'s loader waits there for the streams in flight to end.
+local = threading.local()
+
+
+def _checkpoint() -> None:
+    step = getattr(local, "checkpoint", None)
+    if step is not None:
+        step()
+
+
 _registry_lock = threading.Lock()
 _name_locks: dict[str, threading.Lock] = {}
 loaded: dict[str, Any] = {}  # encoding name -> tiktoken.Encoding
@@ -251,6 +263,7 @@ def _construct(name: str, read: Callable[[str, str], dict[bytes, int]]) -> Any:
     kwargs = _rebind(ctor, namespace)()
     if not used:  # pragma: no cover - guarded by _names_used
         raise _Unavailable("tiktoken's constructor did not read a ranks file")
+    _checkpoint()
     return tiktoken.Encoding(**kwargs)
 
 
@@ -347,6 +360,7 @@ def _packaged_ranks(url: str, expected_sha256: str) -> dict[bytes, int]:
         raise ValueError(
             f"SHA-256 mismatch for streamtap's {name} ({digest}, tiktoken pins {expected_sha256})"
         )
+    _checkpoint()
     return dict(zip(tokens, range(len(tokens))))
 
 

@@ -42,16 +42,18 @@ def emit(state: StreamState) -> None:
     """
     options = state.resolved.options
     target = options.logger
+    loading = state.counting_load
+    if loading is not None:
+        loading.stream_ended()
     if (
         not options.hooks
         and (target is None or isinstance(target, logging.Logger))
         and not (target or logger).isEnabledFor(logging.INFO)
     ):
         return  # nobody listens (the default for a library): do not build the event at all
-    loading = state.counting_loader()
     if loading is not None:
         state.settle(keep_latest=False)  # the caller's thread touches no counter after this
-        loading.when_ready(lambda: _emit_locked(state))
+        loading.when_ready(lambda: _emit_locked(state))  # now, if the load has ended
         return
     _emit(state)
 

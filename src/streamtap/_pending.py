@@ -9,8 +9,13 @@ wait is bounded (:data:`MAX_WAIT`): past it the pending counters fall back to th
 (with a warning) and the summaries go out. At interpreter exit, summaries still waiting are
 given the rest of that bound, so a short script does not lose its last event.
 
-Only the first streams of a process see this: a load happens once per encoding, and later
-streams get the loaded factory directly.
+Loading is mostly Python that lets the streams' threads run between its steps, except one:
+building tiktoken's encoder (Rust) holds the GIL for about 0.2 s. So the loader waits for the
+streams in flight to end before that step (bounded by :data:`QUIET_MAX`): their text is kept
+anyway, and nothing they deliver waits for it.
+
+Only the first streams of a process see any of this: a load happens once per encoding, and
+later streams get the loaded factory directly.
 """
 
 from __future__ import annotations
@@ -39,9 +44,14 @@ logger = logging.getLogger("streamtap")
 MAX_WAIT: Final = 30.0
 """Seconds a summary may wait for its count (a download alone may take 5 s by default)."""
 
+QUIET_MAX: Final = 10.0
+"""Seconds the loader waits for the streams in flight to end before it builds the encoder."""
+
 before_load: Callable[[], None] | None = None
 """Called in the loader thread before it loads; tests use it to make a load slow."""
 
+_active = 0  # streams in flight that started while an encoding was loading
+_quiet = threading.Condition()
 _jobs: dict[tuple[str | None, str | None, str | None], Loading] = {}
 _jobs_lock = threading.Lock()
 _exit_hook = False
@@ -97,7 +107,20 @@ class Loading:
         result = self.result
         return result.new() if result is not None else _PendingCounter(self)
 
+    def stream_started(self) -> None:
+        global _active
+        with _quiet:
+            _active += 1
+
+    def stream_ended(self) -> None:
+        global _active
+        with _quiet:
+            _active -= 1
+            if _active <= 0:
+                _quiet.notify_all()
+
     def _run(self, resolve: Callable[[], CounterFactory]) -> None:
+        _encodings.local.checkpoint = _wait_for_quiet
         try:
             hook = before_load
             if hook is not None:
@@ -149,6 +172,14 @@ class Loading:
                     atexit.register(_wait_at_exit)
                 return
         callback()
+
+
+def _wait_for_quiet() -> None:
+    """Building tiktoken's encoder (Rust) holds the GIL for ~0.2 s: a stream in flight would
+    stall that long. Its text is being kept anyway, so wait (bounded) until none is in flight.
+    The rest of the load (reading, checking) is Python that lets other threads run."""
+    with _quiet:
+        _quiet.wait_for(lambda: _active <= 0, QUIET_MAX)
 
 
 def _wait_at_exit() -> None:
@@ -240,7 +271,10 @@ class _PendingCounter:
 
 
 def reset_for_tests() -> None:
-    """Forget finished loads (a load still running keeps its entry)."""
+    """Forget finished loads (a load still running keeps its entry) and streams in flight."""
+    global _active
+    with _quiet:
+        _active = 0
     with _jobs_lock:
         for key, job in list(_jobs.items()):
             if job.result is not None:

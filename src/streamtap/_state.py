@@ -123,6 +123,7 @@ class StreamState:
         "attempts",
         "choice_indexes",
         "chunk_count",
+        "counting_load",
         "end",
         "error_type",
         "exact_tokens",
@@ -194,6 +195,11 @@ class StreamState:
             if o.count_tokens
             else None
         )
+        # The tokenizer load this stream's count waits for (`_pending.Loading`), or None.
+        self.counting_load: Any = None
+        if self._counter_factory is not None and self._counter_factory.loading is not None:
+            self.counting_load = self._counter_factory.loading
+            self.counting_load.stream_started()
 
     def adopt_response_model(self, model: str) -> None:
         """Count with the served model's tokenizer when the requested name was not a model.
@@ -206,13 +212,8 @@ class StreamState:
             if factory.loading is not None:
                 return  # the requested model's tokenizer is loading: it is known
             better = self.resolved.counter_factory(model)
-            if better.source != "estimate" or better.loading is not None:
+            if better.source != "estimate":  # (not one still loading: see counting_load)
                 self._counter_factory = better
-
-    def counting_loader(self) -> Any:
-        """The tokenizer load this stream's count waits for (`_pending.Loading`), or None."""
-        factory = self._counter_factory
-        return None if factory is None else factory.loading
 
     # -- per chunk --------------------------------------------------------------------------
 
