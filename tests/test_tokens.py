@@ -776,9 +776,12 @@ def test_factory_is_cached_and_counters_are_cheap(
     forced = counter_factory("llama-3-70b", encoding="cl100k_base")
     assert (forced.source, forced.encoding) == ("tokenizer", "cl100k_base")
     assert counter_factory("llama-3-70b").encoding == "estimate"
-    t0 = time.perf_counter()
-    counters = [f.new() for _ in range(10_000)]
-    assert time.perf_counter() - t0 < 0.5
+    best = float("inf")
+    for _ in range(3):  # best of 3: the machine may be busy
+        t0 = time.perf_counter()
+        counters = [f.new() for _ in range(10_000)]
+        best = min(best, time.perf_counter() - t0)
+    assert best < 0.5
     assert len({id(c) for c in counters}) == 10_000
 
 
