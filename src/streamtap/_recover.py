@@ -71,7 +71,6 @@ def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
     return tuple(timeouts), tuple(transports)
 
 
-
 def _corrupt_types() -> tuple[type, ...]:
     """httpx's DecodingError, of whichever httpx flavours are installed."""
     found: list[type] = []
