@@ -127,7 +127,7 @@ def test_reasoning_channel_has_its_own_buffer(events: Any) -> None:
             client.chat.completions.create(model="deepseek-reasoner", messages=MSG, stream=True)
         )
     reasoning = [
-        (c.choices[0].delta.model_extra or {}).get("reasoning_content") for c in chunks if c.choices
+        getattr(c.choices[0].delta, "reasoning_content", None) for c in chunks if c.choices
     ]
     reasoning = [r for r in reasoning if r]
     assert "".join(reasoning) == "Let me think step by step."

@@ -64,6 +64,7 @@ import openai
 import pytest
 
 import streamtap
+from streamtap._pydantic import PYDANTIC_V1
 from streamtap.testing import FakeServer, Fault, Reply, load_cassettes
 
 # The recorded streams ship with the repository (provenance and licences: tests/data/README.md).
@@ -93,8 +94,12 @@ class Seen:
 
 def dump(chunk: Any) -> dict[str, Any]:
     """The chunk as the wire had it: set fields and every extra field."""
-    out: dict[str, Any] = chunk.model_dump(exclude_unset=True, warnings=False)
+    out: dict[str, Any] = chunk.model_dump(exclude_unset=True, **_DUMP_OPTIONS)
     return out
+
+
+# `warnings` exists on pydantic 2 only (openai's pydantic 1 shim raises ValueError for it).
+_DUMP_OPTIONS: dict[str, Any] = {} if PYDANTIC_V1 else {"warnings": False}
 
 
 def _create_params() -> frozenset[str]:

@@ -2,9 +2,10 @@
 
 It turns a `ChatCompletionChunk` into calls on the pure `StreamState`, writes the text the
 caller may see back into the chunk, and builds the rare synthetic chunks that carry text released
-at the end of a stream. Fields are read from the models' `__dict__` / `__pydantic_extra__`
-directly: that is what pydantic stores, it works for chunks with missing keys, and it is several
-times cheaper than attribute access on the hot path.
+at the end of a stream. Fields are read from the models' `__dict__` and, for extra fields and the
+fields set, through `_pydantic` (pydantic 1 and 2 store them differently) directly: that is what
+pydantic stores, it works for chunks with missing keys, and it is several times cheaper than
+attribute access on the hot path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._pydantic import PYDANTIC_V1, copy_model, dump, extras, fields_set, set_extra
 from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -77,10 +79,22 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
     return _process_chunk(state, chunk, now, hide_usage)
 
 
+def _process_chunk_full(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
+    """`process_chunk` on pydantic 1: the short path reads pydantic 2's attributes directly
+    (one field set, no extras), so every chunk takes the full path, which handles every shape
+    through `_pydantic` (about twice the short path's cost per chunk)."""
+    return _process_chunk(state, chunk, now, hide_usage)
+
+
+if PYDANTIC_V1:  # chosen once, at import: no version test per chunk
+    process_chunk = _process_chunk_full
+
+
 def _only_content(delta: Any) -> bool:
     """Content is the only text and nothing else needs the full path, in the dialects of servers
     that send more fields on every chunk: a repeated `role` (Ollama, OpenRouter), null
-    `reasoning_content` (DeepSeek), empty `reasoning` (Ollama), `token_id` (Together), nulls."""
+    `reasoning_content` (DeepSeek), empty `reasoning` (Ollama), `token_id` (Together), nulls.
+    Short path only, so pydantic 2 only."""
     dd = delta.__dict__
     if dd.get("refusal") or dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
         return False
@@ -124,7 +138,7 @@ def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool)
             _process_choice(state, choice, now)
     usage = d.get("usage")
     if usage is None:
-        extra = chunk.__pydantic_extra__
+        extra = extras(chunk)
         if extra and "x_groq" in extra:  # (OpenAI's `obfuscation` fills extra on every chunk)
             usage = _groq_usage(extra)
     if usage is not None:
@@ -162,7 +176,7 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
                 out = state.text(lane, text, now)
                 if out is not text:
                     dd["content"] = out
-        extra = delta.__pydantic_extra__
+        extra = extras(delta)
         if extra:
             for field in _REASONING_FIELDS:
                 r = extra.get(field)
@@ -170,10 +184,11 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
                     lane = state.lane(index, REASONING, field)
                     out = state.text(lane, r, now)
                     if out is not r:
-                        extra[field] = out
+                        set_extra(delta, field, out)
         # Most deltas carry only `content`: then there is no refusal, tool call or audio to
-        # look for (extra fields are not in the set; the reasoning check above covers them).
-        if delta.__pydantic_fields_set__ != _CONTENT_ONLY:
+        # look for (extra fields are not in the set on pydantic 2; the reasoning check above
+        # covers them).
+        if fields_set(delta) != _CONTENT_ONLY:
             refusal = dd.get("refusal")
             if refusal:
                 lane = state.lane(index, REFUSAL, "refusal")
@@ -222,12 +237,10 @@ def _append_text(delta: Any, lane: Lane, text: str) -> None:
     if lane.field in ("content", "refusal"):
         dd = delta.__dict__
         dd[lane.field] = (dd.get(lane.field) or "") + text
-        delta.__pydantic_fields_set__.add(lane.field)
+        fields_set(delta).add(lane.field)
     else:
-        extra = delta.__pydantic_extra__
-        if extra is None:
-            extra = delta.__pydantic_extra__ = {}
-        extra[lane.field] = (extra.get(lane.field) or "") + text
+        extra = extras(delta) or {}
+        set_extra(delta, lane.field, (extra.get(lane.field) or "") + text)
 
 
 def _groq_usage(extra: dict[str, Any]) -> Any:
@@ -239,8 +252,7 @@ def _groq_usage(extra: dict[str, Any]) -> Any:
 
 def usage_dict(usage: Any) -> dict[str, int]:
     """Normalise usage (SDK model or plain dict) to flat ints."""
-    if not isinstance(usage, dict):
-        usage = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage.__dict__)
+    usage = dump(usage)
     out: dict[str, int] = {}
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         v = usage.get(key)
@@ -282,7 +294,7 @@ def flush_chunks(
         if not released:
             continue
         choice = _choice_type()(index=index, delta=delta, finish_reason=None, logprobs=None)
-        chunk = template.model_copy(update={"choices": [choice], "usage": None})
+        chunk = copy_model(template, {"choices": [choice], "usage": None})
         chunks.append(chunk)
     return chunks
 
@@ -426,7 +438,7 @@ def error_object(chunk: Any) -> Exception:
     from ._exceptions import ErrorObject
 
     d = dict(chunk.__dict__)
-    extra = chunk.__pydantic_extra__
+    extra = extras(chunk)
     if extra:
         d.update(extra)
     return ErrorObject(chunk, d)

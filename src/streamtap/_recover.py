@@ -25,6 +25,7 @@ from ._errors import internal_error
 from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
 from ._openai import endpoint_key, usage_dict
 from ._proxy import DoneProbe, aclose_quietly, close_quietly
+from ._pydantic import extra_store, extras
 from ._resume import Budget, Failure
 from ._state import CONTENT, REASONING, REFUSAL, StreamState, delivered_text
 
@@ -243,7 +244,7 @@ class Splice:
             delta = cd.get("delta")
             if delta is not None:
                 dd = delta.__dict__
-                extra = delta.__pydantic_extra__ or {}
+                extra = extra_store(delta)
                 for channel, field, store in (
                     (CONTENT, "content", dd),
                     (REFUSAL, "refusal", dd),
@@ -381,8 +382,8 @@ def _text_or_tool(delta: Any) -> bool:
     dd = delta.__dict__
     if dd.get("content") or dd.get("refusal") or dd.get("tool_calls") or dd.get("function_call"):
         return True
-    extra = delta.__pydantic_extra__
-    return bool(extra) and any(isinstance(v, str) and v for v in extra.values())
+    extra = extras(delta)
+    return extra is not None and any(isinstance(v, str) and v for v in extra.values())
 
 
 def _choice_payload(cd: dict[str, Any], role_counts: bool) -> bool:
