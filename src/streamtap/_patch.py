@@ -34,6 +34,12 @@ _global: Resolved | None = None
 _patched: list[tuple[type, str, Any]] = []  # (class, attribute, original) to restore
 # Endpoints that answered 400 to `stream_options`: never send it to them again.
 _no_stream_options: set[str] = set()
+# Endpoints seen sending usage on a stream that did not ask for it: streamtap need not ask (and
+# so hides nothing). Learned from streams sent without `include_usage` (see `_UsageWatch`).
+_usage_unasked: set[str] = set()
+# The header the SDK's `.stream()` helper sends: its requests go as the caller wrote them (see
+# docs/events.md, "Usage"), so the helper's final completion has usage exactly when raw's has.
+_HELPER_HEADER = "X-Stainless-Helper-Method"
 
 
 def _client_classes() -> tuple[type, ...]:
@@ -101,6 +107,8 @@ def uninstrument(client: Any = None) -> None:
         _global = None
         _no_stream_options.clear()
         forget_endpoints()
+        _usage_unasked.clear()
+        _usage_watch.clear()
         for cls, name, original in reversed(_patched):
             setattr(cls, name, original)
         _patched.clear()
@@ -165,17 +173,16 @@ class _Call:
         self.client = client
         self.resolved = resolved = _options.effective(resolved)
         self.stream = stream = kwargs.get("stream") is True
-        o = resolved.options
         self.injected = False
         self.hide_usage = False
-        if stream and o.include_usage and endpoint_key(client) not in _no_stream_options:
-            so = kwargs.get("stream_options")
-            if not isinstance(so, dict):
-                kwargs = {**kwargs, "stream_options": {"include_usage": True}}
-                self.injected = self.hide_usage = True
-            elif "include_usage" not in so:
-                kwargs = {**kwargs, "stream_options": {**so, "include_usage": True}}
-                self.injected = self.hide_usage = True
+        so = kwargs.get("stream_options")
+        undecided = stream and not (isinstance(so, dict) and "include_usage" in so)
+        endpoint = endpoint_key(client) if undecided else ""
+        if undecided and self._may_inject(resolved.options.include_usage, endpoint, kwargs):
+            # The caller did not decide: ask for usage, and hide the chunk that brings it.
+            extra = so if isinstance(so, dict) else {}
+            kwargs = {**kwargs, "stream_options": {**extra, "include_usage": True}}
+            self.injected = self.hide_usage = True
         self.kwargs = kwargs
         self.state = StreamState(
             resolved,
@@ -184,6 +191,18 @@ class _Call:
             kwargs.get("messages"),
         )
         self.state.request["streamtap.started_at"] = time.time()
+        if undecided and not self.injected:
+            _watch_usage(endpoint, self.state)
+
+    @staticmethod
+    def _may_inject(include_usage: bool, endpoint: str, kwargs: dict[str, Any]) -> bool:
+        headers = kwargs.get("extra_headers")
+        return (
+            include_usage
+            and not (isinstance(headers, dict) and _HELPER_HEADER in headers)
+            and endpoint not in _no_stream_options
+            and not _sends_usage_unasked(endpoint)
+        )
 
     def without_stream_options(self) -> dict[str, Any]:
         kwargs = dict(self.kwargs)
@@ -192,8 +211,11 @@ class _Call:
         return kwargs
 
     def rejected_stream_options(self, exc: BaseException) -> bool:
-        return self.injected and isinstance(
-            exc, (openai.BadRequestError, openai.UnprocessableEntityError)
+        """The server refused the `stream_options` streamtap added (and nothing else)."""
+        return (
+            self.injected
+            and isinstance(exc, (openai.BadRequestError, openai.UnprocessableEntityError))
+            and _about_stream_options(exc)
         )
 
     def remember_no_stream_options(self) -> None:
@@ -236,6 +258,53 @@ class _Call:
         if state.finish("ok", "response", _clock()):
             _log.emit(state)
         return result
+
+
+def _about_stream_options(exc: BaseException) -> bool:
+    """Whether a 400/422 names `stream_options` / `include_usage` (message, param, code or body:
+    OpenAI-style errors, vLLM's and FastAPI's validation details alike)."""
+    parts = [getattr(exc, name, None) for name in ("message", "param", "code", "body")]
+    text = " ".join(str(p) for p in parts if p is not None).lower()
+    return "stream_options" in text or "include_usage" in text
+
+
+# -- usage the server sends unasked ----------------------------------------------------------
+
+# Streams sent without `include_usage`, per endpoint, until one shows whether usage came anyway.
+_usage_watch: dict[str, list[StreamState]] = {}
+_WATCH_PER_ENDPOINT = 8
+_WATCH_ENDPOINTS = 256
+
+
+def _watch_usage(endpoint: str, state: StreamState) -> None:
+    if endpoint in _usage_unasked:
+        return
+    with _lock:
+        watched = _usage_watch.get(endpoint)
+        if watched is None:
+            if len(_usage_watch) >= _WATCH_ENDPOINTS:
+                _usage_watch.clear()
+            watched = _usage_watch[endpoint] = []
+        watched.append(state)
+        del watched[:-_WATCH_PER_ENDPOINT]
+
+
+def _sends_usage_unasked(endpoint: str) -> bool:
+    """Whether a stream to this endpoint that did not ask for usage got it (learned once)."""
+    if endpoint in _usage_unasked:
+        return True
+    if not _usage_watch:
+        return False
+    with _lock:
+        watched = _usage_watch.get(endpoint)
+        if not watched:
+            return False
+        if any(st.usage is not None or st.usage_prior is not None for st in watched):
+            _usage_unasked.add(endpoint)
+            del _usage_watch[endpoint]
+            return True
+        watched[:] = [st for st in watched if not st.finished]  # they ended without usage
+        return False
 
 
 def _cancelled() -> type[BaseException]:
