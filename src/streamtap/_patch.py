@@ -6,10 +6,17 @@ lookup) to find that client's options, or the process-wide options of `instrumen
 client. Patching the class rather than the instance is what makes `with_raw_response`,
 `with_streaming_response`, the `.stream()` helper, the module-level `openai.chat.completions`
 and clients derived with `with_options()` / `copy()` all covered with no extra work.
+
+Libraries that skip `create` and call the client's low-level `post("/chat/completions",
+stream=True, stream_cls=...)` themselves (litellm's OpenAI provider) are covered by a second
+wrapper, on the clients' `post`: it instruments a streamed chat completion request that did not
+come through `create` (a context variable marks the ones that did, so nothing is instrumented
+twice).
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import weakref
@@ -40,6 +47,10 @@ _usage_unasked: set[str] = set()
 # The header the SDK's `.stream()` helper sends: its requests go as the caller wrote them (see
 # docs/events.md, "Usage"), so the helper's final completion has usage exactly when raw's has.
 _HELPER_HEADER = "X-Stainless-Helper-Method"
+# Set while the SDK's own `create` (instrumented or not) runs: its `post` is not a second request.
+_in_create: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "streamtap_in_create", default=False
+)
 
 
 def _client_classes() -> tuple[type, ...]:
@@ -133,6 +144,10 @@ def _patch_sdk() -> None:
 
     _wrap(Completions, "create", _sync_create)
     _wrap(AsyncCompletions, "create", _async_create)
+    from openai._base_client import AsyncAPIClient, SyncAPIClient
+
+    _wrap(SyncAPIClient, "post", _sync_post)
+    _wrap(AsyncAPIClient, "post", _async_post)
     for cls in _client_subclasses():
         for name in ("copy", "with_options"):
             _wrap(cls, name, _copy)
@@ -168,8 +183,7 @@ class _Call:
 
     __slots__ = ("client", "hide_usage", "injected", "kwargs", "resolved", "state", "stream")
 
-    def __init__(self, instance: Any, resolved: Resolved, kwargs: dict[str, Any]) -> None:
-        client = instance._client
+    def __init__(self, client: Any, resolved: Resolved, kwargs: dict[str, Any]) -> None:
         self.client = client
         self.resolved = resolved = _options.effective(resolved)
         self.stream = stream = kwargs.get("stream") is True
@@ -325,50 +339,164 @@ def _prepare(instance: Any, args: Any, kwargs: Any) -> _Call | None:
         resolved = _lookup(instance._client)
         if resolved is None:
             return None
-        return _Call(instance, resolved, kwargs)
+        return _Call(instance._client, resolved, kwargs)
     except Exception as exc:
         internal_error("preparing a request", exc)
         return None
 
 
 def _sync_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    call = _prepare(instance, args, kwargs)
-    if call is None:
-        return wrapped(*args, **kwargs)
+    token = _in_create.set(True)
+    try:
+        call = _prepare(instance, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        return _send_sync(call, _marked_sync(wrapped), args)
+    finally:
+        _in_create.reset(token)
+
+
+def _send_sync(call: _Call, send: Any, args: Any, resend: Any = None) -> Any:
+    """Send the request (again without `stream_options` if they were refused), adopt the result.
+
+    `resend` sends a resume's follow-up requests (default: `send`)."""
     try:
         try:
-            result = wrapped(*args, **call.kwargs)
+            result = send(*args, **call.kwargs)
         except Exception as exc:
             if not call.rejected_stream_options(exc):
                 raise
-            result = wrapped(*args, **call.without_stream_options())
+            result = send(*args, **call.without_stream_options())
             call.remember_no_stream_options()
     except BaseException as exc:
         call.fail(exc)
         raise
-    return _adopt(call, result, wrapped, args)
+    return _adopt(call, result, resend or send, args)
 
 
 def _async_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     call = _prepare(instance, args, kwargs)
+    send = _marked_async(wrapped)
     if call is None:
-        return wrapped(*args, **kwargs)
-    return _acreate(call, wrapped, args)
+        return send(*args, **kwargs)
+    return _send_async(call, send, args)
 
 
-async def _acreate(call: _Call, wrapped: Any, args: Any) -> Any:
+async def _send_async(call: _Call, send: Any, args: Any, resend: Any = None) -> Any:
     try:
         try:
-            result = await wrapped(*args, **call.kwargs)
+            result = await send(*args, **call.kwargs)
         except Exception as exc:
             if not call.rejected_stream_options(exc):
                 raise
-            result = await wrapped(*args, **call.without_stream_options())
+            result = await send(*args, **call.without_stream_options())
             call.remember_no_stream_options()
     except BaseException as exc:
         call.fail(exc)
         raise
-    return _adopt(call, result, wrapped, args)
+    return _adopt(call, result, resend or send, args)
+
+
+def _marked_sync(create: Any) -> Any:
+    """`create` with `_in_create` set (also for the follow-up requests of a resume)."""
+
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        token = _in_create.set(True)
+        try:
+            return create(*args, **kwargs)
+        finally:
+            _in_create.reset(token)
+
+    return marked
+
+
+def _marked_async(create: Any) -> Any:
+    async def marked(*args: Any, **kwargs: Any) -> Any:
+        token = _in_create.set(True)
+        try:
+            return await create(*args, **kwargs)
+        finally:
+            _in_create.reset(token)
+
+    return marked
+
+
+# -- the low-level `post` (litellm and other libraries that bypass `create`) -------------------
+
+
+def _chat_stream_post(instance: Any, args: Any, kwargs: Any) -> _Call | None:
+    """A `_Call` for a streamed chat completion `post` that did not come through `create`."""
+    if _in_create.get() or kwargs.get("stream") is not True:
+        return None
+    path = args[0] if args else kwargs.get("path")
+    body = kwargs.get("body")
+    if not (isinstance(path, str) and path.rstrip("/").endswith("/chat/completions")):
+        return None
+    if not isinstance(body, dict):
+        return None
+    try:
+        resolved = _lookup(instance)
+        if resolved is None:
+            return None
+        return _Call(instance, resolved, {**body, "stream": True})
+    except Exception as exc:
+        internal_error("preparing a request", exc)
+        return None
+
+
+def _post_as_create(post: Any, args: Any, kwargs: dict[str, Any], options: Any) -> Any:
+    """A `create`-like callable that sends a request body through `post` as the caller did.
+
+    It takes the body's fields as keyword arguments (what `_Call` and the resumer work with);
+    an `extra_body` a resume adds is merged into the body.
+    """
+
+    def send(*_: Any, **body: Any) -> Any:
+        extra = body.pop("extra_body", None)
+        if isinstance(extra, dict):
+            body.update(extra)
+        sent = {**kwargs, "body": body}
+        if options is not None:
+            sent["options"] = options
+        return post(*args, **sent)
+
+    return send
+
+
+def _without_raw_marker(options: Any) -> Any:
+    """The caller's request options, minus "return the raw response": a resume's follow-up
+    request must give a stream (the caller's loop already holds the parsed one)."""
+    if not isinstance(options, dict):
+        return options
+    from openai._constants import RAW_RESPONSE_HEADER
+
+    headers = options.get("headers")
+    if not headers or RAW_RESPONSE_HEADER not in headers:
+        return options
+    kept = {k: v for k, v in headers.items() if k != RAW_RESPONSE_HEADER}
+    return {**options, "headers": kept}
+
+
+def _senders(wrapped: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    options = kwargs.get("options")
+    first = _post_as_create(wrapped, args, kwargs, options)
+    return first, _post_as_create(wrapped, args, kwargs, _without_raw_marker(options))
+
+
+def _sync_post(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    call = _chat_stream_post(instance, args, kwargs)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    first, follow = _senders(wrapped, args, kwargs)
+    return _send_sync(call, first, (), follow)
+
+
+def _async_post(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    call = _chat_stream_post(instance, args, kwargs)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    first, follow = _senders(wrapped, args, kwargs)
+    return _send_async(call, first, (), follow)
 
 
 def _adopt(call: _Call, result: Any, create: Any, args: Any) -> Any:
