@@ -291,7 +291,7 @@ _WATCH_ENDPOINTS = 256
 
 
 def _watch_usage(endpoint: str, state: StreamState) -> None:
-    if endpoint in _usage_unasked:
+    if _sends_usage_unasked(endpoint):  # (also drops the watched streams that ended)
         return
     with _lock:
         watched = _usage_watch.get(endpoint)
