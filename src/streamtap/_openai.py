@@ -82,7 +82,8 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
 def _process_chunk_full(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
     """`process_chunk` on pydantic 1: the short path reads pydantic 2's attributes directly
     (one field set, no extras), so every chunk takes the full path, which handles every shape
-    through `_pydantic` (about twice the short path's cost per chunk)."""
+    through `_pydantic`: 3-4 us per chunk instead of 1-3 us (measured with openai 1.109), next
+    to the ~200 us the SDK itself spends parsing a chunk on pydantic 1."""
     return _process_chunk(state, chunk, now, hide_usage)
 
 
