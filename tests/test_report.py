@@ -22,10 +22,16 @@ from typing import Any
 
 import pytest
 
-from streamtap import _report
-from streamtap._report import Aggregator, percentile
-from streamtap._report_cli import report_main
-from streamtap._report_html import render_html
+from streamtap.report import (
+    Aggregator,
+    _aggregate,
+    _inputs,
+    _text,
+    _values,
+    percentile,
+    render_html,
+    report_main,
+)
 
 T0 = 1795291200.0  # 2026-11-21 20:00:00 UTC
 REPO = Path(__file__).resolve().parent.parent
@@ -348,11 +354,10 @@ def test_stdin_dash_monkeypatched(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stdin_subprocess() -> None:
     """A real pipe into a child process: `... | streamtap report - --json`."""
     data, _ = messy_log(known_events())
-    src = str(Path(_report.__file__).parent.parent)
+    src = str(Path(_values.__file__).parents[2])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     code = (
-        "import sys; from streamtap._report_cli import report_main; "
-        "sys.exit(report_main(sys.argv[1:]))"
+        "import sys; from streamtap.report import report_main; sys.exit(report_main(sys.argv[1:]))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, "-", "--json"],
@@ -402,10 +407,10 @@ def test_since_until_filter(messy: tuple[Path, dict[str, int]]) -> None:
 
 def test_relative_times() -> None:
     """Ages such as 30m, 6h, 7d count back from now."""
-    assert _report.parse_time_arg("30m", now=10_000.0) == 10_000.0 - 1800
-    assert _report.parse_time_arg("2d", now=1e6) == 1e6 - 2 * 86400
-    assert _report.parse_time_arg("1700000000") == 1700000000.0
-    assert _report.parse_time_arg("1970-01-02") == 86400.0
+    assert _values.parse_time_arg("30m", now=10_000.0) == 10_000.0 - 1800
+    assert _values.parse_time_arg("2d", now=1e6) == 1e6 - 2 * 86400
+    assert _values.parse_time_arg("1700000000") == 1700000000.0
+    assert _values.parse_time_arg("1970-01-02") == 86400.0
 
 
 def test_timestamp_is_used_when_started_at_is_missing() -> None:
@@ -417,7 +422,7 @@ def test_timestamp_is_used_when_started_at_is_missing() -> None:
         agg.feed_line(json.dumps(ev))
     ts = agg.to_json()["timeseries"]
     assert sum(b["count"] for b in ts["buckets"]) == 10
-    assert agg.timeseries.first == _report.parse_iso("2026-11-21T20:00:30.5+00:00")
+    assert agg.timeseries.first == _values.parse_iso("2026-11-21T20:00:30.5+00:00")
 
 
 def test_timeseries_buckets(messy: tuple[Path, dict[str, int]]) -> None:
@@ -439,15 +444,15 @@ def test_timeseries_buckets(messy: tuple[Path, dict[str, int]]) -> None:
 
 def test_timeseries_coarsens_with_bounded_memory() -> None:
     """A long span merges buckets into wider ones; counts survive every merge."""
-    ts = _report.TimeSeries(max_buckets=64)
-    s = _report.Summary(summary("m", "h", 1, **{"streamtap.time_to_first_token": 0.5}))
+    ts = _aggregate.TimeSeries(max_buckets=64)
+    s = _inputs.Summary(summary("m", "h", 1, **{"streamtap.time_to_first_token": 0.5}))
     for i in range(5000):
         ts.add(T0 + i * 37.0, s)
         assert len(ts.buckets) <= 64
     width, points = ts.series(max_points=50)
     assert len(points) <= 50
     assert sum(b.count for _, b in points) == 5000
-    assert width in _report.WIDTHS and width >= 3600
+    assert width in _aggregate.WIDTHS and width >= 3600
 
 
 def test_progress_on_stderr(
@@ -455,7 +460,7 @@ def test_progress_on_stderr(
 ) -> None:
     """--progress prints running totals on stderr (every _PROGRESS_EVERY bytes, and at the end)."""
     path, _ = messy
-    monkeypatch.setattr(_report, "_PROGRESS_EVERY", 4096)
+    monkeypatch.setattr(_inputs, "_PROGRESS_EVERY", 4096)
     code, _out, err = run([str(path), "--progress", "--json"])
     assert code == 0
     progress = [ln for ln in err.splitlines() if "MiB read" in ln]
@@ -875,7 +880,7 @@ def test_huge_time_span_is_bounded(tmp_path: Path) -> None:
         for line in lines:
             agg.feed_line(line)
         page = render_html(agg)
-        text = _report.render_text(agg)
+        text = _text.render_text(agg)
         rep = agg.to_json()
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -895,12 +900,12 @@ def test_huge_time_span_is_bounded(tmp_path: Path) -> None:
 def test_group_count_is_bounded() -> None:
     """Past MAX_GROUPS distinct models, further ones are added up in one "(other)" row."""
     agg = Aggregator()
-    for i in range(_report.MAX_GROUPS + 100):
+    for i in range(_aggregate.MAX_GROUPS + 100):
         agg.feed_line(json.dumps(summary(f"model-{i}", "h", 1)))
-    assert len(agg.by_model) == _report.MAX_GROUPS + 1
-    assert agg.by_model[_report.OTHER].count == 100
-    assert sum(g.count for g in agg.by_model.values()) == _report.MAX_GROUPS + 100
-    assert "(other): every model past the first 500, added up" in _report.render_text(agg)
+    assert len(agg.by_model) == _aggregate.MAX_GROUPS + 1
+    assert agg.by_model[_aggregate.OTHER].count == 100
+    assert sum(g.count for g in agg.by_model.values()) == _aggregate.MAX_GROUPS + 100
+    assert "(other): every model past the first 500, added up" in _text.render_text(agg)
 
 
 def test_control_characters_are_escaped() -> None:

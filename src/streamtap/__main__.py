@@ -17,7 +17,7 @@ DEMO_EVENTS = "streamtap-demo-events.jsonl"
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
-        from ._report_cli import report_main
+        from .report import report_main
 
         return report_main(argv[1:])
     parser = argparse.ArgumentParser(

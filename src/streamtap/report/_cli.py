@@ -1,7 +1,7 @@
 """`streamtap report`'s command line: arguments, reading, and the text, JSON or HTML output.
 
-Apart from the aggregation (`_report`) and the HTML page (`_report_html`), which both import
-nothing of it. Nothing here imports `openai`.
+The only module of the package that writes to stdout and stderr or opens output files. Nothing
+in this package imports `openai` or streamtap's SDK modules: the command starts fast anywhere.
 """
 
 from __future__ import annotations
@@ -14,19 +14,15 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from . import _report
-from ._report import (
-    Aggregator,
-    _isatty,
-    _Progress,
-    parse_time_arg,
-    printable,
-    read_paths,
-    render_text,
-)
+from ._aggregate import Aggregator
+from ._html import render_html
+from ._inputs import Progress, isatty, read_paths
+from ._text import render_text
+from ._values import parse_time_arg, printable
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The arguments of `streamtap report`."""
     p = argparse.ArgumentParser(
         prog="streamtap report",
         description=(
@@ -103,10 +99,24 @@ def _run(argv: Sequence[str] | None, stdin: IO[Any] | None, out: IO[str], err: I
         return 2
 
     agg = Aggregator(since=args.since, until=args.until)
-    progress = _Progress(err, _report._PROGRESS_EVERY, args.progress or _isatty(err))
+    progress = Progress(err, args.progress or isatty(err))
     failed = read_paths(agg, args.paths, stdin=stdin, progress=progress, stderr=err)
-    progress.done(agg)
+    progress.done(agg.counts)
+    _warn_about_input(agg, err)
+    if args.html and not _write_html(agg, args.html, err):
+        return 1
+    if args.json:
+        # ASCII only (names' control characters as \u escapes), and DEL too, which JSON allows.
+        text = json.dumps(agg.to_json(args.by), indent=2, sort_keys=False, ensure_ascii=True)
+        out.write(text.replace("\x7f", "\\u007f") + "\n")
+    else:
+        out.write(render_text(agg, args.by))
+    out.flush()
+    return 1 if failed else 0
 
+
+def _warn_about_input(agg: Aggregator, err: IO[str]) -> None:
+    """On stderr: the lines skipped (with a few examples), the values ignored, no summaries."""
     c = agg.counts
     if c.malformed or c.invalid:
         err.write(
@@ -126,22 +136,14 @@ def _run(argv: Sequence[str] | None, stdin: IO[Any] | None, out: IO[str], err: I
     if c.summaries == 0:
         err.write("streamtap report: no streamtap.stream.summary events found\n")
 
-    if args.html:
-        from ._report_html import render_html
 
-        try:
-            with open(args.html, "w", encoding="utf-8") as f:
-                f.write(render_html(agg))
-        except OSError as exc:
-            err.write(f"streamtap report: cannot write {printable(args.html)}: {exc}\n")
-            return 1
-        err.write(f"streamtap report: wrote {printable(os.path.abspath(args.html))}\n")
-
-    if args.json:
-        # ASCII only (names' control characters as \u escapes), and DEL too, which JSON allows.
-        text = json.dumps(agg.to_json(args.by), indent=2, sort_keys=False, ensure_ascii=True)
-        out.write(text.replace("\x7f", "\\u007f") + "\n")
-    else:
-        out.write(render_text(agg, args.by))
-    out.flush()
-    return 1 if failed else 0
+def _write_html(agg: Aggregator, path: str, err: IO[str]) -> bool:
+    """Write the HTML page to `path`; False (said on stderr) when it cannot be written."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(render_html(agg))
+    except OSError as exc:
+        err.write(f"streamtap report: cannot write {printable(path)}: {exc}\n")
+        return False
+    err.write(f"streamtap report: wrote {printable(os.path.abspath(path))}\n")
+    return True
