@@ -371,6 +371,50 @@ def test_stdin_subprocess() -> None:
     check_known(json.loads(proc.stdout))
 
 
+# Run in a fresh interpreter with `streamtap` registered as a bare package (its __init__, which
+# loads the SDK side, not run): what is loaded is what the report package and `__main__` need.
+_ISOLATED_REPORT = """
+import contextlib, importlib.util, io, json, sys, types
+spec = importlib.util.find_spec("streamtap")
+package = types.ModuleType("streamtap")
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["streamtap"] = package
+from streamtap.__main__ import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(["report", *sys.argv[1:]])
+print(json.dumps({"code": code, "out": out.getvalue(), "modules": sorted(sys.modules)}))
+"""
+
+
+def test_report_package_needs_no_openai(messy: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
+    """`streamtap report` (text, JSON and HTML) loads neither openai nor streamtap's SDK side:
+    of streamtap, only `__main__` and the report package."""
+    path, _ = messy
+    src = str(Path(_values.__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    page = tmp_path / "r.html"
+    for extra in ([], ["--json", "--html", str(page)]):
+        proc = subprocess.run(
+            [sys.executable, "-c", _ISOLATED_REPORT, str(path), *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["code"] == 0 and "model-a" in result["out"]
+        loaded = set(result["modules"])
+        assert not {"openai", "httpx", "pydantic", "wrapt", "tiktoken", "structlog"} & loaded
+        ours = {m for m in loaded if m.split(".")[0] == "streamtap"}
+        assert ours - {"streamtap", "streamtap.__main__"}, "the report was not loaded"
+        assert all(
+            m.startswith("streamtap.report") for m in ours - {"streamtap", "streamtap.__main__"}
+        ), ours
+    assert "<svg" in page.read_text(encoding="utf-8")
+
+
 def test_unreadable_input_is_reported_and_others_still_read(
     messy: tuple[Path, dict[str, int]], tmp_path: Path
 ) -> None:

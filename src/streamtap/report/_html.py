@@ -8,8 +8,17 @@ bidirectional characters shown as escapes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
-from ._aggregate import MAX_GROUPS, OTHER, PERCENTILE_METHOD, Aggregator, Bucket, GroupStats
+from ._aggregate import (
+    MAX_GROUPS,
+    OTHER,
+    PERCENTILE_METHOD,
+    Aggregator,
+    Bucket,
+    Distribution,
+    GroupStats,
+)
 from ._inputs import LineCounts
 from ._svg import Series, fmt_num, fmt_width, histogram_svg, timeseries_svg
 from ._text import group_rows, line_kinds, out_of_range_note, sorted_groups
@@ -280,46 +289,46 @@ def _distribution_section(agg: Aggregator) -> str:
     for i, (model, g) in enumerate(items):
         color = PALETTE[i % len(PALETTE)]
         slug = _slug(model, i)
+        t50, t95, p50 = g.ttft.percentile(50), g.ttft.percentile(95), g.tpot.percentile(50)
+        ttft_note = f"p50 {fmt_num(t50)} s, p95 {fmt_num(t95)} s"
+        tpot_note = "p50 " + ("-" if p50 is None else f"{p50 * 1000:.3g}") + " ms"
         out.append(f'<section class="model" aria-label="{html_safe(model)}"><div class="grid2">')
-        out.append(_ttft_histogram(model, g, slug, color))
-        out.append(_tpot_histogram(model, g, slug, color))
+        out.append(_histogram(f"ttft-hist-{slug}", _TTFT, model, g.ttft, color, ttft_note))
+        out.append(_histogram(f"tpot-hist-{slug}", _TPOT, model, g.tpot, color, tpot_note))
         out.append("</div></section>")
     return "".join(out)
 
 
-def _ttft_histogram(model: str, g: GroupStats, slug: str, color: str) -> str:
-    ttft = g.ttft.sorted_values()
-    t50, t95 = g.ttft.percentile(50), g.ttft.percentile(95)
+class _Metric(NamedTuple):
+    """How a histogram shows a metric: its name, and its display unit and scale."""
+
+    name: str
+    unit: str
+    scale: float
+
+
+_TTFT = _Metric("time to first token", "s", 1.0)
+_TPOT = _Metric("time per output token", "ms", 1000.0)
+
+
+def _histogram(
+    chart_id: str, metric: _Metric, model: str, dist: Distribution, color: str, note: str
+) -> str:
+    """The figure of one model's histogram of `metric`; `note`: its percentiles."""
+    values = dist.sorted_values()
+    label = f"{metric.name} ({metric.unit})"
     svg = histogram_svg(
-        f"ttft-hist-{slug}",
-        f"Distribution of time to first token for {model}",
-        ttft,
+        chart_id,
+        f"Distribution of {metric.name} for {model}",
+        values,
         # up to the p99, so that a few outliers do not flatten the histogram
-        g.ttft.percentile(99) or 1.0,
-        "time to first token (s)",
-        1.0,
-        "s",
+        dist.percentile(99) or 1.0,
+        label,
+        metric.scale,
+        metric.unit,
         color,
     )
-    note = f"{len(ttft):,} streams; p50 {fmt_num(t50)} s, p95 {fmt_num(t95)} s"
-    return _figure(f"{model}: time to first token (s)", svg, note=note)
-
-
-def _tpot_histogram(model: str, g: GroupStats, slug: str, color: str) -> str:
-    tpot = g.tpot.sorted_values()
-    p50 = g.tpot.percentile(50)
-    svg = histogram_svg(
-        f"tpot-hist-{slug}",
-        f"Distribution of time per output token for {model}",
-        tpot,
-        g.tpot.percentile(99) or 1.0,
-        "time per output token (ms)",
-        1000.0,
-        "ms",
-        color,
-    )
-    note = f"{len(tpot):,} streams; p50 " + ("-" if p50 is None else f"{p50 * 1000:.3g}") + " ms"
-    return _figure(f"{model}: time per output token (ms)", svg, note=note)
+    return _figure(f"{model}: {label}", svg, note=f"{len(values):,} streams; {note}")
 
 
 def _footer(agg: Aggregator) -> str:
