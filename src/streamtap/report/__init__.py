@@ -2,7 +2,7 @@
 
     from streamtap.report import Aggregator, read_paths, render_text
 
-    agg = Aggregator(since=None, until=None)
+    agg = Aggregator()  # since=, until=: epoch seconds
     read_paths(agg, ["app.log", "app.log.1.gz"])
     print(render_text(agg))
 
