@@ -51,7 +51,7 @@ def test_report_does_not_import_openai(tmp_path: Path) -> None:
         "assert 'gpt-4o' in out.getvalue(), out.getvalue()\n"
     )
     loaded = modules_after(code, str(log))
-    assert "streamtap._report" in loaded
+    assert "streamtap.report" in loaded
     assert not {"openai", "httpx", "httpx2", "pydantic", "tiktoken", "structlog"} & loaded
 
 

@@ -371,14 +371,9 @@ def test_stdin_subprocess() -> None:
     check_known(json.loads(proc.stdout))
 
 
-# Run in a fresh interpreter with `streamtap` registered as a bare package (its __init__, which
-# loads the SDK side, not run): what is loaded is what the report package and `__main__` need.
-_ISOLATED_REPORT = """
-import contextlib, importlib.util, io, json, sys, types
-spec = importlib.util.find_spec("streamtap")
-package = types.ModuleType("streamtap")
-package.__path__ = list(spec.submodule_search_locations)
-sys.modules["streamtap"] = package
+# The console script's entry point, in a fresh interpreter (this one has the SDK loaded).
+_FRESH_REPORT = """
+import contextlib, io, json, sys
 from streamtap.__main__ import main
 with contextlib.redirect_stdout(io.StringIO()) as out:
     code = main(["report", *sys.argv[1:]])
@@ -395,7 +390,7 @@ def test_report_package_needs_no_openai(messy: tuple[Path, dict[str, int]], tmp_
     page = tmp_path / "r.html"
     for extra in ([], ["--json", "--html", str(page)]):
         proc = subprocess.run(
-            [sys.executable, "-c", _ISOLATED_REPORT, str(path), *extra],
+            [sys.executable, "-c", _FRESH_REPORT, str(path), *extra],
             capture_output=True,
             text=True,
             env=env,
