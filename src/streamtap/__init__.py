@@ -21,12 +21,15 @@ if TYPE_CHECKING:
     from ._options import Options, options
     from ._patch import instrument, is_instrumented, uninstrument
     from ._state import StreamStats
+    from ._types import InstrumentOptions, SummaryHook
 
 __version__ = "0.1.0.dev0"
 
 # The public names load their modules on first use (PEP 562): `import streamtap` alone costs
 # nothing, and `streamtap report` never imports openai.
 _LAZY = {
+    "InstrumentOptions": "_types",
+    "SummaryHook": "_types",
     "Options": "_options",
     "StreamInterrupted": "_exceptions",
     "StreamStats": "_state",
@@ -74,10 +77,12 @@ def stats(stream: Any) -> StreamStats:
 
 
 __all__ = [
+    "InstrumentOptions",
     "Options",
     "StreamInterrupted",
     "StreamStats",
     "StreamtapInternalError",
+    "SummaryHook",
     "__version__",
     "configure_logging",
     "instrument",

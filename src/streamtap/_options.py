@@ -20,31 +20,37 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _segment
+from ._runtime import runtime
+from ._types import Buffering, Encoding, Prefill, ResumeStrategy, StructLogger, SummaryHook
 
 if TYPE_CHECKING:  # the tokenizer modules load at instrument(), not at import
-    from ._tokens import CounterFactory
+    from typing_extensions import Unpack
 
-Hook = Callable[[Mapping[str, Any]], None]
+    from ._tokens import CounterFactory
+    from ._types import InstrumentOptions
 
 _MODES = ("word", "sentence", "line", "off")
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Everything a user can set, per `instrument()` call or per request."""
+    """Everything a user can set, per `instrument()` call or per request (validated).
 
-    buffering: Any = "word"
+    Users pass these as keyword arguments (`InstrumentOptions`); this is what they become.
+    """
+
+    buffering: Buffering = "word"
     """`word`, `sentence`, `line`, `off`, a compiled regex, or a callable (see README)."""
     hold_max_seconds: float = 0.15
     hold_max_chars: int = 256
     count_tokens: bool = True
-    encoding: str | None = None
+    encoding: Encoding | None = None
     token_counter: Callable[[str], int] | None = None
     tiktoken_dir: str | None = None
     include_usage: bool = True
     log_content: bool = False
-    logger: Any = None
-    hooks: tuple[Hook, ...] = ()
+    logger: logging.Logger | StructLogger | None = None
+    hooks: tuple[SummaryHook, ...] = ()
     retry: bool = True
     max_attempts: int = 3
     idle_timeout: float | None = 30.0
@@ -52,9 +58,9 @@ class Options:
     retry_deadline: float | None = 300.0
     backoff_initial: float = 0.25
     backoff_max: float = 8.0
-    resume_strategy: str = "auto"
+    resume_strategy: ResumeStrategy = "auto"
     """`auto` (exact), `prefill`, `replay`, `continuation` (lossy, opt-in), `off` (resume.md)."""
-    prefill: str | None = None
+    prefill: Prefill | None = None
     """How the endpoint continues a partial answer: `vllm` (vLLM / llama.cpp
     `continue_final_message`), `prefix` (DeepSeek / Mistral `prefix: true`), or None: known
     hosts only."""
@@ -195,13 +201,18 @@ class Resolved:
 _overrides: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "streamtap_overrides", default=None
 )
-_derived: dict[tuple[Options, tuple[tuple[str, Any], ...]], Resolved] = {}
-_derived_lock = threading.Lock()
+# Options derived from overrides are cached on `runtime.derived` (cleared by uninstrument()).
 
 
 @contextlib.contextmanager
-def options(**changes: Any) -> Iterator[None]:
-    """Override options for the requests made inside this block (thread and task local)."""
+def options(**changes: Unpack[InstrumentOptions]) -> Iterator[None]:
+    """Override options for the requests made inside this block (thread and task local).
+
+    Takes the options of `instrument()` (`InstrumentOptions`), validated on entry.
+
+        with streamtap.options(buffering="off", retry=False):
+            client.chat.completions.create(...)
+    """
     make_options(None, **changes)  # validate now, not at request time
     current = _overrides.get()
     merged = {**current, **changes} if current else dict(changes)
@@ -219,15 +230,15 @@ def effective(resolved: Resolved) -> Resolved:
         return resolved
     try:
         key = (resolved.options, tuple(sorted((k, _hashable(v)) for k, v in over.items())))
-        found = _derived.get(key)
+        found = runtime.derived.get(key)
     except TypeError:  # an unhashable option value: resolve afresh
         return Resolved(make_options(resolved.options, **over))
     if found is None:
         found = Resolved(make_options(resolved.options, **over))
-        with _derived_lock:
-            if len(_derived) > 512:
-                _derived.clear()
-            _derived[key] = found
+        with runtime.derived_lock:
+            if len(runtime.derived) > 512:
+                runtime.derived.clear()
+            runtime.derived[key] = found
     return found
 
 

@@ -17,10 +17,8 @@ twice).
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
-import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import openai
 import wrapt
@@ -30,20 +28,19 @@ from ._errors import internal_error
 from ._openai import endpoint_key, record_completion, request_fields, response_meta
 from ._options import Resolved
 from ._proxy import AsyncStreamProxy, ResponseProxy, Run, StreamProxy
-from ._recover import Resumer, forget_endpoints
+from ._recover import Resumer
+from ._runtime import runtime
 from ._state import StreamState
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._types import InstrumentOptions
 
 _clock = time.perf_counter
 
-_lock = threading.RLock()
-_clients: weakref.WeakKeyDictionary[Any, Resolved] = weakref.WeakKeyDictionary()
-_global: Resolved | None = None
-_patched: list[tuple[type, str, Any]] = []  # (class, attribute, original) to restore
-# Endpoints that answered 400 to `stream_options`: never send it to them again.
-_no_stream_options: set[str] = set()
-# Endpoints seen sending usage on a stream that did not ask for it: streamtap need not ask (and
-# so hides nothing). Learned from streams sent without `include_usage` (see `_UsageWatch`).
-_usage_unasked: set[str] = set()
+# The registry, the patches and per-endpoint memory live on `runtime` (one reset).
+_rt = runtime
 # The header the SDK's `.stream()` helper sends: its requests go as the caller wrote them (see
 # docs/events.md, "Usage"), so the helper's final completion has usage exactly when raw's has.
 _HELPER_HEADER = "X-Stainless-Helper-Method"
@@ -58,23 +55,32 @@ def _client_classes() -> tuple[type, ...]:
 
 
 def _lookup(client: Any) -> Resolved | None:
-    if _clients:
+    if _rt.clients:
         try:
-            found = _clients.get(client)
+            found = _rt.clients.get(client)
         except TypeError:  # an unhashable client subclass
             found = None
         if found is not None:
             return found
-    return _global
+    return _rt.global_options
 
 
+# The client types `instrument()` takes (AzureOpenAI and AsyncAzureOpenAI are subclasses).
+_Client = TypeVar("_Client", bound="openai.OpenAI | openai.AsyncOpenAI")
+
+
+@overload
+def instrument(client: _Client, **options: Unpack[InstrumentOptions]) -> _Client: ...
+@overload
+def instrument(client: None = None, **options: Unpack[InstrumentOptions]) -> None: ...
 def instrument(client: Any = None, **options: Any) -> Any:
     """Instrument one client, or every client in the process when called without one.
 
-    Returns the client (or None). Calling it again for an instrumented client is a no-op.
-    Options are validated here, so bad configuration fails now and not at request time.
+    Returns the client itself (typed as the client's own class), or None. Calling it again for
+    an instrumented client is a no-op. Options (`InstrumentOptions`, README "Options") are
+    validated here: an unknown name raises TypeError, a bad value ValueError or TypeError, each
+    naming the option, so bad configuration fails now and not at request time.
     """
-    global _global
     if client is not None and not isinstance(client, _client_classes()):
         raise TypeError(
             "streamtap.instrument() expects an openai.OpenAI, openai.AsyncOpenAI, "
@@ -82,13 +88,13 @@ def instrument(client: Any = None, **options: Any) -> Any:
         )
     resolved = Resolved(_options.make_options(None, **options))
     resolved.preload()
-    with _lock:
+    with _rt.lock:
         _patch_sdk()
         if client is None:
-            if _global is None:
-                _global = resolved
-        elif client not in _clients:
-            _clients[client] = resolved
+            if _rt.global_options is None:
+                _rt.global_options = resolved
+        elif client not in _rt.clients:
+            _rt.clients[client] = resolved
             _forget_bound_wrappers(client)
     return client
 
@@ -107,25 +113,22 @@ def _forget_bound_wrappers(client: Any) -> None:
         internal_error("refreshing cached SDK wrappers", exc)
 
 
-def uninstrument(client: Any = None) -> None:
-    """Undo `instrument(client)`; without a client, undo everything and unpatch the SDK."""
-    global _global
-    with _lock:
-        if client is not None:
-            _clients.pop(client, None)
-            return
-        _clients.clear()
-        _global = None
-        _no_stream_options.clear()
-        forget_endpoints()
-        _usage_unasked.clear()
-        _usage_watch.clear()
-        for cls, name, original in reversed(_patched):
-            setattr(cls, name, original)
-        _patched.clear()
+def uninstrument(client: openai.OpenAI | openai.AsyncOpenAI | None = None) -> None:
+    """Undo `instrument(client)`; without a client, undo everything and unpatch the SDK.
+
+    Without a client this is `Runtime.reset()`: every client, option and per-endpoint memory is
+    forgotten (loaded tokenizers are kept; see `streamtap._runtime`).
+    """
+    if client is not None:
+        with _rt.lock:
+            _rt.clients.pop(client, None)
+        return
+    _rt.reset()
 
 
-def is_instrumented(client: Any) -> bool:
+def is_instrumented(client: object) -> bool:
+    """Whether requests made with this client are instrumented (by its own `instrument()`
+    call, one on the client it was derived from, or `instrument()` without a client)."""
     return _lookup(client) is not None
 
 
@@ -133,12 +136,12 @@ def _wrap(cls: type, name: str, wrapper: Any) -> None:
     original = cls.__dict__.get(name)
     if original is None:
         return
-    _patched.append((cls, name, original))
+    _rt.patched.append((cls, name, original))
     setattr(cls, name, wrapt.FunctionWrapper(original, wrapper))
 
 
 def _patch_sdk() -> None:
-    if _patched:
+    if _rt.patched:
         return
     from openai.resources.chat.completions import AsyncCompletions, Completions
 
@@ -167,9 +170,9 @@ def _client_subclasses() -> list[type]:
 def _copy(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     new = wrapped(*args, **kwargs)
     try:
-        resolved = _clients.get(instance)
+        resolved = _rt.clients.get(instance)
         if resolved is not None and new is not instance:
-            _clients[new] = resolved
+            _rt.clients[new] = resolved
     except Exception as exc:
         internal_error("registering a copied client", exc)
     return new
@@ -214,7 +217,7 @@ class _Call:
         return (
             include_usage
             and not (isinstance(headers, dict) and _HELPER_HEADER in headers)
-            and endpoint not in _no_stream_options
+            and endpoint not in _rt.no_stream_options
             and not _sends_usage_unasked(endpoint)
         )
 
@@ -233,7 +236,7 @@ class _Call:
         )
 
     def remember_no_stream_options(self) -> None:
-        _no_stream_options.add(endpoint_key(self.client))
+        _rt.no_stream_options.add(endpoint_key(self.client))
 
     def fail(self, exc: BaseException) -> None:
         state = self.state
@@ -284,8 +287,6 @@ def _about_stream_options(exc: BaseException) -> bool:
 
 # -- usage the server sends unasked ----------------------------------------------------------
 
-# Streams sent without `include_usage`, per endpoint, until one shows whether usage came anyway.
-_usage_watch: dict[str, list[StreamState]] = {}
 _WATCH_PER_ENDPOINT = 8
 _WATCH_ENDPOINTS = 256
 
@@ -293,29 +294,29 @@ _WATCH_ENDPOINTS = 256
 def _watch_usage(endpoint: str, state: StreamState) -> None:
     if _sends_usage_unasked(endpoint):  # (also drops the watched streams that ended)
         return
-    with _lock:
-        watched = _usage_watch.get(endpoint)
+    with _rt.lock:
+        watched = _rt.usage_watch.get(endpoint)
         if watched is None:
-            if len(_usage_watch) >= _WATCH_ENDPOINTS:
-                _usage_watch.clear()
-            watched = _usage_watch[endpoint] = []
+            if len(_rt.usage_watch) >= _WATCH_ENDPOINTS:
+                _rt.usage_watch.clear()
+            watched = _rt.usage_watch[endpoint] = []
         watched.append(state)
         del watched[:-_WATCH_PER_ENDPOINT]
 
 
 def _sends_usage_unasked(endpoint: str) -> bool:
     """Whether a stream to this endpoint that did not ask for usage got it (learned once)."""
-    if endpoint in _usage_unasked:
+    if endpoint in _rt.usage_unasked:
         return True
-    if not _usage_watch:
+    if not _rt.usage_watch:
         return False
-    with _lock:
-        watched = _usage_watch.get(endpoint)
+    with _rt.lock:
+        watched = _rt.usage_watch.get(endpoint)
         if not watched:
             return False
         if any(st.usage is not None or st.usage_prior is not None for st in watched):
-            _usage_unasked.add(endpoint)
-            del _usage_watch[endpoint]
+            _rt.usage_unasked.add(endpoint)
+            del _rt.usage_watch[endpoint]
             return True
         watched[:] = [st for st in watched if not st.finished]  # they ended without usage
         return False

@@ -27,6 +27,7 @@ from ._openai import endpoint_key, usage_dict
 from ._proxy import DoneProbe, aclose_quietly, close_quietly
 from ._pydantic import extra_store, extras
 from ._resume import Budget, Failure
+from ._runtime import runtime
 from ._state import CONTENT, REASONING, REFUSAL, StreamState, delivered_text
 
 if TYPE_CHECKING:
@@ -42,11 +43,9 @@ CONTINUE_PROMPT = (
 
 # Endpoints known to continue a partial assistant message ("prefix": true).
 _PREFIX_HOSTS = ("api.deepseek.com", "api.mistral.ai")
-# Endpoints that rejected a prefill request: never try again.
-_no_prefill: set[str] = set()
-# Endpoints whose streams end without a finish_reason (and without `[DONE]`) every time: a
-# clean end there is the end, not a cut, and costs no further requests.
-_no_finish: set[str] = set()
+# Endpoints that rejected a prefill request (never tried again), and endpoints whose streams end
+# without a finish_reason (and without `[DONE]`) every time (a clean end there is the end, not
+# a cut): `runtime.no_prefill` and `runtime.no_finish`.
 # Headers the SDK's `with_raw_response` / `with_streaming_response` add to ask for a wrapper.
 _SDK_MARKERS = frozenset({"x-stainless-raw-response", "____stainless_override_cast_to"})
 
@@ -502,7 +501,7 @@ class Resumer:
 
     def expects_finish(self) -> bool:
         """Whether a clean end without finish_reason can be a cut on this endpoint."""
-        return self.endpoint not in _no_finish
+        return self.endpoint not in runtime.no_finish
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -534,7 +533,7 @@ class Resumer:
         if failure.cause == "incomplete" and self._ended_as_before(state):
             # The resumed attempt ended where the last one did, without a finish_reason:
             # this endpoint does not send one. End as the raw SDK does, and remember it.
-            _no_finish.add(self.endpoint)
+            runtime.no_finish.add(self.endpoint)
             self._close_attempt(run, failure, "incomplete")
             raise IncompleteStream()
         self._close_attempt(run, failure)
@@ -546,7 +545,7 @@ class Resumer:
         strategy = _resume.choose(
             configured=self.options.resume_strategy,
             prefill_supported=self.prefill_style is not None,
-            prefill_rejected=self.endpoint in _no_prefill,
+            prefill_rejected=self.endpoint in runtime.no_prefill,
             single_text_lane=single,
             tool_call_started=run.state.tool_calls_seen,
             replay_diverged=self.diverged,
@@ -699,7 +698,7 @@ class Resumer:
         if strategy == "prefill" and isinstance(
             exc, (openai.BadRequestError, openai.UnprocessableEntityError)
         ):
-            _no_prefill.add(self.endpoint)  # the endpoint cannot prefill: fall back
+            runtime.no_prefill.add(self.endpoint)  # the endpoint cannot prefill: fall back
             return Failure("transport", message="prefill rejected")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
@@ -821,12 +820,6 @@ def _message(state: StreamState, why: str, exc: BaseException) -> str:
         f"Last error: {_describe_error(exc)}. "
         "The text delivered is in .delivered, the attempt history in .attempts."
     )
-
-
-def forget_endpoints() -> None:
-    """Forget what was learned about endpoints (on `uninstrument()`)."""
-    _no_prefill.clear()
-    _no_finish.clear()
 
 
 def _plain_stream_request(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._options import Resolved
 from ._segment import Segmenter
@@ -18,6 +18,7 @@ from ._timing import Timing
 
 if TYPE_CHECKING:
     from ._tokens import TokenCounter
+    from ._types import Outcome
 
 SCHEMA_VERSION = 1
 
@@ -109,7 +110,7 @@ class StreamStats:
     held_chars: int
     """Characters the word buffer holds back right now."""
     retries: int
-    outcome: str | None
+    outcome: Outcome | None
     """None while the stream runs, then as in the summary event."""
     usage: dict[str, int] | None
 
@@ -379,7 +380,7 @@ class StreamState:
             token_source="exact" if self.exact_tokens else (factory.source if factory else None),
             held_chars=held,
             retries=self.retries,
-            outcome=self.outcome,
+            outcome=cast("Outcome | None", self.outcome),
             usage=dict(self.usage) if self.usage else None,
         )
 
