@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # tenacity loads on the first resume, not at import
+    import tenacity
 
 Cause = Literal["transport", "stall", "timeout", "in_band_error", "incomplete", "diverged"]
 Strategy = Literal["prefill", "replay", "continuation"]
@@ -93,7 +96,23 @@ def parse_status(value: object) -> int | None:
 
 @dataclasses.dataclass
 class Budget:
-    """Attempts, a total deadline and exponential backoff with full jitter."""
+    """How many resumes, by when, and how far apart: attempts, a total deadline, exponential
+    backoff with equal jitter, and the server's Retry-After.
+
+    The policy is tenacity's: `stop_after_attempt(max_attempts) | stop_before_delay(deadline)`
+    and `wait_exponential(initial, max=maximum)`; `next_wait` asks them about the attempt that
+    just failed (the loop that retries is `_recover`'s, which also closes, splices and logs).
+
+    Jitter is *equal* jitter: the wait is uniform in [ceiling / 2, ceiling], where the ceiling
+    doubles from `initial` up to `maximum`. Not full jitter ([0, ceiling]): a resume follows a
+    cut the server or the network just made, and a wait near zero would hit the same fault;
+    the floor keeps a real backoff, the random half still spreads many clients' resumes.
+
+    A Retry-After longer than the jittered wait replaces it (capped at 4 x `maximum`). When the
+    next attempt would be past `max_attempts`, or would start at or after `deadline` seconds
+    from `start`, the budget is spent. `rng` and the `now` passed in make it deterministic
+    under test.
+    """
 
     max_attempts: int
     deadline: float | None  # seconds after `start`
@@ -102,18 +121,35 @@ class Budget:
     maximum: float
     attempts: int = 1  # the first attempt counts
     rng: random.Random = dataclasses.field(default_factory=random.Random)
+    _policy: tenacity.Retrying | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def next_wait(self, now: float, retry_after: float | None = None) -> float | None:
         """Seconds to wait before the next attempt, or None when the budget is spent."""
-        if self.attempts >= self.max_attempts:
-            return None
-        ceiling = min(self.maximum, self.initial * (2 ** (self.attempts - 1)))
+        import tenacity
+
+        policy = self._policy or self._make_policy()
+        state = tenacity.RetryCallState(policy, None, (), {})
+        state.attempt_number = self.attempts
+        state.start_time = self.start
+        state.outcome_timestamp = now
+        ceiling = policy.wait(state)
         wait = self.rng.uniform(ceiling / 2, ceiling)
         if retry_after is not None and retry_after > wait:
             wait = min(retry_after, self.maximum * 4)
-        if self.deadline is not None and now + wait - self.start > self.deadline:
-            return None
-        return wait
+        state.upcoming_sleep = wait
+        return None if policy.stop(state) else wait
+
+    def _make_policy(self) -> tenacity.Retrying:
+        import tenacity
+
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
+        if self.deadline is not None:
+            stop = stop | tenacity.stop_before_delay(self.deadline)
+        wait = tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
+        self._policy = tenacity.Retrying(stop=stop, wait=wait)
+        return self._policy
 
 
 def choose(
