@@ -83,9 +83,9 @@ class _Tee(logging.Handler):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        from ._log import EventFormatter
+        from ._log import event_formatter
 
-        self.setFormatter(EventFormatter(json=True))
+        self.setFormatter(event_formatter(json=True))
         self._file = path.open("w", encoding="utf-8")  # this run's events only
         self.pending: list[str] = []
 

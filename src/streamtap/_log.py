@@ -13,10 +13,13 @@ import sys
 import threading
 import time
 from types import MappingProxyType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._errors import internal_error
 from ._state import StreamState
+
+if TYPE_CHECKING:
+    from structlog.typing import EventDict
 
 EVENT = "streamtap.stream.summary"
 CHUNK_EVENT = "streamtap.stream.chunk"
@@ -123,33 +126,47 @@ def chunk_event(state: StreamState, now: float) -> None:
         target.debug(CHUNK_EVENT, **fields)
 
 
-class EventFormatter(logging.Formatter):
-    """Renders streamtap's records (and any other record) with a structlog renderer."""
+def event_formatter(*, json: bool = True) -> logging.Formatter:
+    """structlog's `ProcessorFormatter` for streamtap's records (and any other stdlib record).
 
-    def __init__(self, json: bool = True) -> None:
-        super().__init__()
-        import structlog  # only for those who render with it (import cost)
+    Each record becomes one event dict (`event`, `level`, `timestamp` of the record in UTC,
+    `logger`, then the record's fields, then `exception` if any) rendered as one JSON line, or
+    as readable key=value text when `json` is False.
+    """
+    import structlog  # only for those who render with it (import cost)
 
-        self._render: Any = (
-            structlog.processors.JSONRenderer(sort_keys=False)
-            if json
-            else structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
-        )
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            _record_time,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            _drop_formatting_leftovers,
+            structlog.processors.format_exc_info,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
 
-    def format(self, record: logging.LogRecord) -> str:
-        event: dict[str, Any] = {
-            "event": record.getMessage(),
-            "level": record.levelname.lower(),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs * 1000):06d}Z",
-            "logger": record.name,
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                event[key] = value
-        if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
-        return str(self._render(None, record.levelname.lower(), event))
+
+def _record_time(_: Any, __: str, event: EventDict) -> EventDict:
+    """Processor: when the record was made (not when it is formatted), ISO 8601 UTC."""
+    record: logging.LogRecord = event["_record"]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    event["timestamp"] = f"{stamp}.{int(record.msecs * 1000):06d}Z"
+    return event
+
+
+def _drop_formatting_leftovers(_: Any, __: str, event: EventDict) -> EventDict:
+    """Processor: drop what an earlier stdlib formatter left on the record (`message`,
+    `asctime`), which are not fields of the event."""
+    event.pop("message", None)
+    event.pop("asctime", None)
+    return event
 
 
 def configure_logging(
@@ -160,12 +177,13 @@ def configure_logging(
 ) -> logging.Handler:
     """Opt-in for scripts: print streamtap's events, as JSON lines or readable key=value.
 
-    Adds one handler to the `streamtap` logger (replacing one added by an earlier call) and
-    returns it. Libraries and applications with their own logging setup should not call this;
+    Adds one handler to the `streamtap` logger (replacing one added by an earlier call), with
+    structlog's `ProcessorFormatter` (`event_formatter`), sets the logger's level and returns
+    the handler. Libraries and applications with their own logging setup should not call this;
     they get the same fields on every `LogRecord` from the `streamtap` logger.
     """
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(EventFormatter(json=json))
+    handler.setFormatter(event_formatter(json=json))
     handler.set_name("streamtap.configure_logging")
     for old in list(logger.handlers):
         if old.get_name() == "streamtap.configure_logging":
