@@ -21,7 +21,12 @@ Kept on purpose (not per client, not learned from an endpoint, expensive or iden
   (`_pending`): a tokenizer is the same for every client, and loading one costs a second;
 - the `StreamInterrupted` classes made per exception family (`_exceptions`): a caller may hold
   one in an `except` clause or an `isinstance` check across a re-instrumentation;
-- the watchdog thread (`_watchdog`): it only watches streams still open.
+- the watchdog thread (`_watchdog`): it only watches streams still open;
+- compiled patterns and lookups cached by pure functions (`_tokens`, `_recover`'s
+  `functools.cache`): they depend on the code, not on anything instrumented.
+
+Per-request overrides (`streamtap.options()`) live in a context variable, not here: they end
+with their `with` block.
 """
 
 from __future__ import annotations
