@@ -29,6 +29,7 @@ Only the standard library is used.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http
 import json
@@ -50,6 +51,7 @@ __all__ = [
     "FakeServer",
     "Fault",
     "RecordedRequest",
+    "RecordedResponse",
     "Reply",
     "estimate_tokens",
     "generate_answer",
@@ -68,7 +70,7 @@ TokenCounter = Callable[[str], int]
 
 _log = logging.getLogger("streamtap.testing")
 
-_POLL = 0.05  # seconds: granularity of every blocking wait, so shutdown is always prompt
+_POLL = 0.05  # seconds: how often an abort checks that the written bytes reached the kernel
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 _MAX_REQUESTS_PER_CONNECTION = 100_000
@@ -859,6 +861,82 @@ class RecordedRequest:
     """The ``x-request-id`` the server answered with (``req_<n>``)."""
 
 
+@dataclass
+class RecordedResponse:
+    """A chat-completions answer the server gave, and how much of it went out.
+
+    The server updates the progress fields just before each write, so once a client has seen
+    the end of its stream (or its break) they say exactly what it was sent.
+    """
+
+    request_id: str
+    """The ``x-request-id`` of the request it answers (``req_<n>``)."""
+    status: int
+    sse: bool
+    """The body is an SSE stream (else a JSON document or an error body)."""
+    events: tuple[bytes, ...]
+    """The whole planned body, split into SSE events (body faults already applied)."""
+    reply: Reply
+    """The :class:`Reply` that produced it (its ``fault`` says how it was broken)."""
+    bytes_sent: int = 0
+    """Body bytes written (not counting HTTP chunked framing)."""
+    cut: bool = False
+    """The connection was dropped before the HTTP message was finished."""
+    complete: bool = False
+    """Every event was written and the HTTP message finished."""
+
+    @property
+    def events_sent(self) -> int:
+        """How many events were written completely."""
+        total = 0
+        for count, event in enumerate(self.events):
+            total += len(event)
+            if total > self.bytes_sent:
+                return count
+        return len(self.events)
+
+    def chunks(self, *, sent: bool = True) -> list[dict[str, Any]]:
+        """The JSON objects of the SSE events (those written completely when *sent*);
+        ``[DONE]``, comments and data that is not a JSON object are skipped."""
+        out: list[dict[str, Any]] = []
+        if not self.sse:
+            return out
+        for event in self.events[: self.events_sent if sent else None]:
+            data = b"\n".join(
+                line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
+            )
+            try:
+                obj = json.loads(data) if data and data.strip() != b"[DONE]" else None
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def text(self, choice: int = 0, *, sent: bool = True) -> str:
+        """The ``delta.content`` of *choice* in the events (sent completely, when *sent*)."""
+        return "".join(
+            str(c.get("delta", {}).get("content") or "")
+            for chunk in self.chunks(sent=sent)
+            for c in chunk.get("choices") or ()
+            if isinstance(c, dict) and c.get("index", 0) == choice
+        )
+
+    def finish_reasons(self, choice: int = 0, *, sent: bool = True) -> list[str]:
+        """Every non-null ``finish_reason`` of *choice* (normally one, in the last chunk)."""
+        return [
+            str(c["finish_reason"])
+            for chunk in self.chunks(sent=sent)
+            for c in chunk.get("choices") or ()
+            if isinstance(c, dict) and c.get("index", 0) == choice and c.get("finish_reason")
+        ]
+
+    @property
+    def done_sent(self) -> bool:
+        """A ``data: [DONE]`` event was written completely."""
+        return any(_is_done_event(e) for e in self.events[: self.events_sent])
+
+
 # --------------------------------------------------------------------------------------------
 # Socket plumbing
 # --------------------------------------------------------------------------------------------
@@ -868,39 +946,90 @@ class _Closed(Exception):
     """The connection is gone (peer hung up, fault, or server shutdown)."""
 
 
-class _Peer:
-    """One client connection, with bounded, shutdown-aware reads, writes and waits."""
+class _Peer(asyncio.Protocol):
+    """One client connection on the server's event loop: bounded, hang-up-aware reads, writes
+    and waits. A handler coroutine drives it; at most one of them waits on it at a time."""
 
-    def __init__(self, sock: socket.socket, stop: threading.Event, write_timeout: float) -> None:
-        self.sock = sock
-        self.stop = stop
-        self.write_timeout = write_timeout
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.write_timeout = server.write_timeout
+        self.transport: asyncio.Transport | None = None
         self.buffer = b""
-        self.closed = False
-        sock.settimeout(_POLL)
+        self.eof = False  # the client sent FIN (no more request bytes)
+        self.closed = False  # the connection is gone (either side), nothing more can be sent
+        self.paused = False  # the client is not reading: the kernel's send buffer is full
+        self._waiter: asyncio.Future[None] | None = None
+        self.conn_id = 0
+
+    # asyncio callbacks -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - platform dependent
+                pass
+        # Small buffer: a write is handed to the kernel at once or the writer waits for it.
+        transport.set_write_buffer_limits(high=64 * 1024)
+        self.conn_id = self.server._connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return True  # keep the write side open: a half-closed client may still read
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+        self.server._connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    # waiting primitives ----------------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep up to *seconds*, returning early when any callback above fires."""
+        waiter = self.loop.create_future()
+        self._waiter = waiter
+        handle = self.loop.call_later(max(0.0, seconds), _resolve, waiter)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # pragma: no cover - platform dependent
-            pass
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
 
     # reading ---------------------------------------------------------------------------
-    def _fill(self, deadline: float) -> bool:
-        """Read more bytes into the buffer; False on EOF. Raises _Closed on stop/timeout."""
-        while True:
-            if self.stop.is_set() or time.monotonic() >= deadline:
+    async def _fill(self, deadline: float) -> bool:
+        """Wait for more bytes; False on EOF. Raises _Closed on close/stop/timeout."""
+        size = len(self.buffer)
+        while len(self.buffer) == size:
+            if self.closed or self.server._stopping:
                 raise _Closed
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError as exc:
-                raise _Closed from exc
-            if not data:
+            if self.eof:
                 return False
-            self.buffer += data
-            return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Closed
+            await self._sleep(remaining)
+        return True
 
-    def read_until(self, marker: bytes, limit: int, deadline: float) -> bytes | None:
+    async def read_until(self, marker: bytes, limit: int, deadline: float) -> bytes | None:
         """Bytes up to and including *marker*; None on a clean EOF before any byte."""
         while True:
             index = self.buffer.find(marker)
@@ -912,84 +1041,79 @@ class _Peer:
                 return out
             if len(self.buffer) > limit:
                 raise _Closed
-            if not self._fill(deadline):
+            if not await self._fill(deadline):
                 if self.buffer:
                     raise _Closed
                 return None
 
-    def read_exact(self, size: int, deadline: float) -> bytes:
+    async def read_exact(self, size: int, deadline: float) -> bytes:
         while len(self.buffer) < size:
-            if not self._fill(deadline):
+            if not await self._fill(deadline):
                 raise _Closed
         out, self.buffer = self.buffer[:size], self.buffer[size:]
         return out
 
     # writing ---------------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        view = memoryview(data)
+    async def send(self, data: bytes) -> None:
+        """Hand *data* to the kernel; wait (up to write_timeout) while the client is not
+        reading."""
+        if self.closed or self.server._stopping or self.transport is None:
+            raise _Closed
+        self.transport.write(data)
         deadline = time.monotonic() + self.write_timeout
-        while view:
-            if self.stop.is_set() or time.monotonic() >= deadline:
+        while self.paused:
+            if self.closed or self.server._stopping or time.monotonic() >= deadline:
                 raise _Closed
-            try:
-                sent = self.sock.send(view)
-            except socket.timeout:
-                continue
-            except OSError as exc:
-                raise _Closed from exc
-            view = view[sent:]
-            deadline = time.monotonic() + self.write_timeout
+            await self._sleep(deadline - time.monotonic())
 
     # waiting ---------------------------------------------------------------------------
-    def wait(self, seconds: float) -> None:
+    async def wait(self, seconds: float) -> None:
         """Sleep *seconds*; raise _Closed at once on server shutdown or if the peer hangs up."""
         deadline = time.monotonic() + seconds
         while True:
-            remaining = deadline - time.monotonic()
-            if self.stop.is_set():
+            if self.closed or self.eof or self.server._stopping:
                 raise _Closed
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.buffer:  # unread request bytes: cannot peek for EOF, just sleep
-                self.stop.wait(min(remaining, _POLL))
-                continue
-            self.sock.settimeout(min(remaining, _POLL))
-            try:
-                peeked = self.sock.recv(1, socket.MSG_PEEK)
-            except socket.timeout:
-                continue
-            except OSError as exc:
-                raise _Closed from exc
-            finally:
-                self.sock.settimeout(_POLL)
-            if not peeked:
-                raise _Closed
-            self.stop.wait(min(remaining, _POLL))
+            await self._sleep(remaining)
 
     # closing ---------------------------------------------------------------------------
-    def abort(self, mode: Literal["close", "rst"]) -> None:
-        """Drop the connection: FIN (``close``) or RST (``rst``)."""
-        if self.closed:
+    async def abort(self, mode: Literal["close", "rst"]) -> None:
+        """Drop the connection: FIN (``close``) or RST (``rst``), after the bytes written so
+        far have reached the kernel."""
+        transport = self.transport
+        if self.closed or transport is None:
+            self.close()
             return
-        if mode == "rst":
+        deadline = time.monotonic() + self.write_timeout
+        while transport.get_write_buffer_size() and not self.closed:
+            if self.server._stopping or time.monotonic() >= deadline:
+                break
+            await self._sleep(min(_POLL, deadline - time.monotonic()))
+        sock = transport.get_extra_info("socket")
+        if mode == "rst" and sock is not None:
             try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             except OSError:  # pragma: no cover
                 pass
-        else:
+        elif sock is not None:
             try:
-                self.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self.close()
+        transport.abort()
+        self.closed = True
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.sock.close()
-            except OSError:  # pragma: no cover
-                pass
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass
@@ -1010,16 +1134,16 @@ class _Plan:
     keep_alive: bool
 
 
-def _read_request(peer: _Peer, idle_timeout: float) -> _Request | None:
+async def _read_request(peer: _Peer, idle_timeout: float) -> _Request | None:
     """Read one request; None on a clean EOF between requests. Malformed input: _Closed."""
     try:
-        return _parse_request(peer, idle_timeout)
+        return await _parse_request(peer, idle_timeout)
     except (ValueError, UnicodeError) as exc:
         raise _Closed from exc
 
 
-def _parse_request(peer: _Peer, idle_timeout: float) -> _Request | None:
-    head = peer.read_until(b"\r\n\r\n", _MAX_HEADER_BYTES, time.monotonic() + idle_timeout)
+async def _parse_request(peer: _Peer, idle_timeout: float) -> _Request | None:
+    head = await peer.read_until(b"\r\n\r\n", _MAX_HEADER_BYTES, time.monotonic() + idle_timeout)
     if head is None:
         return None
     lines = head.decode("latin-1").split("\r\n")
@@ -1037,30 +1161,30 @@ def _parse_request(peer: _Peer, idle_timeout: float) -> _Request | None:
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     deadline = time.monotonic() + 30.0
     if headers.get("expect", "").lower() == "100-continue":
-        peer.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await peer.send(b"HTTP/1.1 100 Continue\r\n\r\n")
     body = b""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         for _ in range(_MAX_BODY_BYTES):
-            size_line = peer.read_until(b"\r\n", 1024, deadline)
+            size_line = await peer.read_until(b"\r\n", 1024, deadline)
             if size_line is None:
                 raise _Closed
             size = int(size_line.split(b";")[0].strip() or b"0", 16)
             if size == 0:
                 # trailers, if any, end with an empty line
                 for _ in range(100):
-                    trailer = peer.read_until(b"\r\n", _MAX_HEADER_BYTES, deadline)
+                    trailer = await peer.read_until(b"\r\n", _MAX_HEADER_BYTES, deadline)
                     if trailer in (None, b"\r\n"):
                         break
                 break
             if len(body) + size > _MAX_BODY_BYTES:
                 raise _Closed
-            body += peer.read_exact(size, deadline)
-            peer.read_exact(2, deadline)
+            body += await peer.read_exact(size, deadline)
+            await peer.read_exact(2, deadline)
     elif "content-length" in headers:
         length = int(headers["content-length"])
         if length > _MAX_BODY_BYTES:
             raise _Closed
-        body = peer.read_exact(length, deadline)
+        body = await peer.read_exact(length, deadline)
     return _Request(method, target, version, headers, body)
 
 
@@ -1183,11 +1307,15 @@ class FakeServer:
 
         with FakeServer() as server:
             client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
-            server.enqueue(Reply(text="Hi!"), Fault.http_error(429))
+            server.enqueue(Reply(text="Hello!"), Fault.http_error(429))
 
     Routes: ``POST <anything>/chat/completions`` (so ``/v1/...`` and Azure's
     ``/openai/deployments/<d>/chat/completions`` both work), ``GET <anything>/models``; other
-    paths get a 404 JSON error. Every request is recorded in :attr:`requests`.
+    paths get a 404 JSON error. Every request is recorded in :attr:`requests`, and every
+    chat-completions answer in :attr:`responses` (what was sent, byte for byte).
+
+    All connections are served by one asyncio event loop in one daemon thread, so thousands of
+    concurrent streams cost no thread each (the listen backlog is 4096).
 
     Args:
         default: the reply when the queue is empty (default: ``Reply.model_mode()``).
@@ -1202,6 +1330,13 @@ class FakeServer:
         keepalive_timeout: idle seconds before the server closes a kept-alive connection.
         write_timeout: seconds without write progress (client not reading) before giving up.
         port: 0 picks a free port.
+        responder: called with each valid chat-completions request (a :class:`RecordedRequest`)
+            before the queue is looked at; the :class:`Reply` (or bare :class:`Fault`) it
+            returns answers the request, ``None`` falls through to the queue and
+            :attr:`default`. It runs on the server's event loop: keep it quick, never block.
+        history: keep only the last *history* :attr:`requests` and :attr:`responses` (None:
+            all of them); long-running tests bound memory with it or with
+            :meth:`take_responses`.
 
     Requests refused by validation (bad JSON, unsupported parameters) do not consume a queued
     reply.
@@ -1219,6 +1354,8 @@ class FakeServer:
         keepalive_timeout: float = 15.0,
         write_timeout: float = 30.0,
         port: int = 0,
+        responder: Callable[[RecordedRequest], Reply | Fault | None] | None = None,
+        history: int | None = None,
     ) -> None:
         self.default: Reply = default if default is not None else Reply.model_mode()
         """The reply used when the queue is empty."""
@@ -1229,17 +1366,20 @@ class FakeServer:
         self.token_counter: TokenCounter = token_counter or estimate_tokens
         self.keepalive_timeout = keepalive_timeout
         self.write_timeout = write_timeout
+        self.responder = responder
         self.errors: list[BaseException] = []
         """Unexpected exceptions raised while serving (a test can assert it stays empty)."""
         self._port = port
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stopping = False
         self._queue: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
+        self._requests: deque[RecordedRequest] = deque(maxlen=history)
+        self._responses: deque[RecordedResponse] = deque(maxlen=history)
         self._peers: dict[int, _Peer] = {}
-        self._threads: list[threading.Thread] = []
-        self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
         self._request_count = 0
         self._connection_count = 0
         self._memory: deque[tuple[int, str]] = deque(maxlen=_MEMORY)
@@ -1247,54 +1387,79 @@ class FakeServer:
     # lifecycle -------------------------------------------------------------------------
     def start(self) -> FakeServer:
         """Bind ``127.0.0.1:<port>``, start serving in a daemon thread, return self."""
-        if self._listener is not None:
+        if self._thread is not None:
             return self
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("127.0.0.1", self._port))
-            listener.listen(128)
-            listener.settimeout(_POLL)
+            listener.listen(4096)  # thousands of clients may connect at the same moment
+            listener.setblocking(False)
         except OSError:
             listener.close()
             raise
-        self._listener = listener
         self._port = listener.getsockname()[1]
-        self._stop.clear()
-        self._acceptor = threading.Thread(
-            target=self._accept_loop, name=f"FakeServer:{self._port}", daemon=True
+        self._loop = asyncio.new_event_loop()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(listener,), name=f"FakeServer:{self._port}", daemon=True
         )
-        self._acceptor.start()
+        self._thread.start()
         return self
 
+    def _run_loop(self, listener: socket.socket) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            self._listener = loop.run_until_complete(
+                loop.create_server(lambda: _Peer(self), sock=listener)
+            )
+            if self._stopping:  # closed before the loop got here
+                self._listener.close()
+            loop.run_forever()
+        except Exception as exc:  # pragma: no cover - a bug in this module
+            _log.exception("FakeServer's event loop failed")
+            self.errors.append(exc)
+        finally:
+            listener.close()
+            loop.close()
+
     def close(self, timeout: float = 5.0) -> None:
-        """Stop serving: close the listening socket and every connection, join the threads.
+        """Stop serving: close the listening socket and every connection, stop the thread.
 
         Never blocks for more than about *timeout* seconds. Safe to call twice.
         """
-        self._stop.set()
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
         deadline = time.monotonic() + timeout
-        if self._listener is not None:
-            try:  # wakes a blocked accept() at once on Linux; elsewhere the poll bounds it
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._acceptor is not None:
-            self._acceptor.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            peers = list(self._peers.values())
-            threads = list(self._threads)
-        for peer in peers:  # wake blocked reads; each handler closes its own socket
-            try:
-                peer.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            done.result(max(0.0, deadline - time.monotonic()))
+        except Exception:  # pragma: no cover - timed out or the loop is gone
+            pass
+        try:
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:  # pragma: no cover - already closed
+            pass
+        thread.join(max(0.0, deadline - time.monotonic()))
+        self._loop = self._thread = self._listener = None
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
         if self._listener is not None:
             self._listener.close()
-            self._listener = None
-        self._acceptor = None
+        with self._lock:
+            peers = list(self._peers.values())
+            tasks = list(self._tasks)
+        for peer in peers:  # wakes every waiting handler; each ends on _Closed
+            peer.close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.sleep(0)  # let connection_lost callbacks run
 
     def __enter__(self) -> FakeServer:
         return self.start()
@@ -1346,10 +1511,25 @@ class FakeServer:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def responses(self) -> list[RecordedResponse]:
+        """A snapshot of every chat-completions answer so far (one per request that got one,
+        in the order they started); each one's progress is final once its stream ended."""
+        with self._lock:
+            return list(self._responses)
+
+    def take_responses(self) -> list[RecordedResponse]:
+        """Like :attr:`responses`, but forgets them (for long runs: memory stays bounded)."""
+        with self._lock:
+            out = list(self._responses)
+            self._responses.clear()
+            return out
+
     def clear(self) -> None:
-        """Forget recorded requests, queued replies and errors."""
+        """Forget recorded requests and responses, queued replies and errors."""
         with self._lock:
             self._requests.clear()
+            self._responses.clear()
             self._queue.clear()
             self.errors.clear()
 
@@ -1361,7 +1541,7 @@ class FakeServer:
     def wait_for_open_connections(self, count: int = 0, timeout: float = 2.0) -> bool:
         """Wait until :meth:`open_connections` equals *count*; False if *timeout* ran out.
 
-        The server notices a client hang-up within about 50 ms.
+        The server notices a client hang-up at once.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -1383,42 +1563,36 @@ class FakeServer:
         servers only): :func:`generate_answer` with :attr:`answer_length`."""
         return generate_answer(messages, seed, model, self.answer_length, choice=choice)
 
-    # accept / connection loops ---------------------------------------------------------
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        while not self._stop.is_set():
-            try:
-                sock, _ = listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    break
-                time.sleep(_POLL)
-                continue
-            with self._lock:
-                self._connection_count += 1
-                conn_id = self._connection_count
-                peer = _Peer(sock, self._stop, self.write_timeout)
-                self._peers[conn_id] = peer
-                thread = threading.Thread(
-                    target=self._serve_connection,
-                    args=(peer, conn_id),
-                    name=f"FakeServer:{self._port}:conn{conn_id}",
-                    daemon=True,
-                )
-                self._threads = [t for t in self._threads if t.is_alive()]
-                self._threads.append(thread)
-            thread.start()
+    # connections -----------------------------------------------------------------------
+    def _connection_opened(self, peer: _Peer) -> int:
+        with self._lock:
+            self._connection_count += 1
+            conn_id = self._connection_count
+            self._peers[conn_id] = peer
+        if self._stopping:
+            peer.close()
+            return conn_id
+        task = peer.loop.create_task(self._serve_connection(peer, conn_id))
+        with self._lock:
+            self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return conn_id
 
-    def _serve_connection(self, peer: _Peer, conn_id: int) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        with self._lock:
+            self._tasks.discard(task)
+
+    def _connection_closed(self, peer: _Peer) -> None:
+        with self._lock:
+            self._peers.pop(peer.conn_id, None)
+
+    async def _serve_connection(self, peer: _Peer, conn_id: int) -> None:
         try:
             for _ in range(_MAX_REQUESTS_PER_CONNECTION):
-                request = _read_request(peer, self.keepalive_timeout)
-                if request is None or not self._respond(peer, request, conn_id):
+                request = await _read_request(peer, self.keepalive_timeout)
+                if request is None or not await self._respond(peer, request, conn_id):
                     break
-        except _Closed:
+        except (_Closed, asyncio.CancelledError):
             pass
         except Exception as exc:  # pragma: no cover - a bug in this module
             _log.exception("FakeServer failed while serving connection %d", conn_id)
@@ -1426,11 +1600,9 @@ class FakeServer:
                 self.errors.append(exc)
         finally:
             peer.close()
-            with self._lock:
-                self._peers.pop(conn_id, None)
 
     # request handling ------------------------------------------------------------------
-    def _respond(self, peer: _Peer, request: _Request, conn_id: int) -> bool:
+    async def _respond(self, peer: _Peer, request: _Request, conn_id: int) -> bool:
         path, _, query = request.target.partition("?")
         try:
             parsed: Any = json.loads(request.body) if request.body else None
@@ -1441,19 +1613,18 @@ class FakeServer:
             self._request_count += 1
             number = self._request_count
             request_id = f"req_{number}"
-            self._requests.append(
-                RecordedRequest(
-                    method=request.method,
-                    path=path,
-                    query=query,
-                    headers=dict(request.headers),
-                    body=request.body,
-                    json=parsed,
-                    received_at=time.perf_counter(),
-                    connection_id=conn_id,
-                    request_id=request_id,
-                )
+            recorded = RecordedRequest(
+                method=request.method,
+                path=path,
+                query=query,
+                headers=dict(request.headers),
+                body=request.body,
+                json=parsed,
+                received_at=time.perf_counter(),
+                connection_id=conn_id,
+                request_id=request_id,
             )
+            self._requests.append(recorded)
         keep_alive = request.version == "HTTP/1.1" and (
             "close" not in request.headers.get("connection", "").lower()
         )
@@ -1471,7 +1642,7 @@ class FakeServer:
             else:
                 plan_or_none = self._validate(parsed, request_id)
                 if plan_or_none is None:
-                    return self._chat(peer, request, parsed, number, request_id, keep_alive)
+                    return await self._chat(peer, request, recorded, parsed, number, keep_alive)
                 plan = plan_or_none
         elif request.method == "GET" and base.endswith("/models"):
             body = _dumps(
@@ -1490,7 +1661,7 @@ class FakeServer:
                 request_id,
             )
         plan.keep_alive = plan.keep_alive and keep_alive
-        return self._send(peer, plan, None, Reply())
+        return await self._send(peer, plan, None, Reply())
 
     def _validate(self, body: dict[str, Any], request_id: str) -> _Plan | None:
         """A 400 plan if the request uses something this server refuses, else None."""
@@ -1568,26 +1739,42 @@ class FakeServer:
         )
         return _Plan(status, headers, [body], "length", True)
 
-    def _chat(
+    async def _chat(
         self,
         peer: _Peer,
         request: _Request,
+        recorded: RecordedRequest,
         body: dict[str, Any],
         number: int,
-        request_id: str,
         keep_alive: bool,
     ) -> bool:
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else self.default
+        reply = self._next_reply(recorded)
         fault = reply.fault
         if fault is not None and fault.kind == "disconnect":
-            peer.abort(fault.mode)
+            self._record(recorded, reply, _Plan(0, [], [], "close", False)).cut = True
+            await peer.abort(fault.mode)
             return False
-        plan = self._chat_plan(reply, body, number, request_id)
+        plan = self._chat_plan(reply, body, number, recorded.request_id)
         if (request.version != "HTTP/1.1" or reply.close_delimited) and plan.framing == "chunked":
             plan.framing = "close"
         plan.keep_alive = plan.keep_alive and keep_alive
-        return self._send(peer, plan, fault, reply)
+        return await self._send(peer, plan, fault, reply, self._record(recorded, reply, plan))
+
+    def _next_reply(self, recorded: RecordedRequest) -> Reply:
+        scripted = self.responder(recorded) if self.responder is not None else None
+        if scripted is not None:
+            return scripted if isinstance(scripted, Reply) else Reply(fault=scripted)
+        with self._lock:
+            return self._queue.popleft() if self._queue else self.default
+
+    def _record(self, request: RecordedRequest, reply: Reply, plan: _Plan) -> RecordedResponse:
+        sse = any(
+            k == "content-type" and v.startswith("text/event-stream") for k, v in plan.headers
+        )
+        record = RecordedResponse(request.request_id, plan.status, sse, tuple(plan.events), reply)
+        with self._lock:
+            self._responses.append(record)
+        return record
 
     def _chat_plan(self, reply: Reply, body: dict[str, Any], number: int, request_id: str) -> _Plan:
         fault = reply.fault
@@ -1913,13 +2100,21 @@ class FakeServer:
         }
 
     # writing ---------------------------------------------------------------------------
-    def _send(self, peer: _Peer, plan: _Plan, fault: Fault | None, reply: Reply) -> bool:
-        """Write *plan* to the socket, applying pacing and transport faults.
+    async def _send(
+        self,
+        peer: _Peer,
+        plan: _Plan,
+        fault: Fault | None,
+        reply: Reply,
+        record: RecordedResponse | None = None,
+    ) -> bool:
+        """Write *plan* to the socket, applying pacing and transport faults; keep *record*'s
+        progress one step ahead of each write, so it is final once the client saw the end.
 
         Returns whether the connection may serve another request.
         """
         if reply.header_delay > 0:
-            peer.wait(reply.header_delay)
+            await peer.wait(reply.header_delay)
         total = sum(len(e) for e in plan.events)
         try:
             phrase = http.HTTPStatus(plan.status).phrase
@@ -1933,7 +2128,7 @@ class FakeServer:
             lines.append(f"content-length: {total}")
         keep = plan.keep_alive and plan.framing != "close"
         lines.append("connection: keep-alive" if keep else "connection: close")
-        peer.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await peer.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
         kind = fault.kind if fault is not None else None
         cut_bytes = fault.at_byte if fault is not None and kind == "cut" else None
@@ -1941,54 +2136,60 @@ class FakeServer:
         stall = fault if fault is not None and kind == "stall" else None
         chunked = plan.framing == "chunked"
 
-        def write(piece: bytes) -> None:
+        async def write(piece: bytes, sent: int) -> None:
+            if record is not None:
+                record.bytes_sent = sent + len(piece)
             if not piece:
                 return
             if chunked:
-                peer.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                await peer.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
             else:
-                peer.send(piece)
+                await peer.send(piece)
 
-        def checkpoint(done_events: int) -> bool:
+        async def drop(mode: Literal["close", "rst"]) -> Literal[False]:
+            if record is not None:
+                record.cut = True
+            await peer.abort(mode)
+            return False
+
+        async def checkpoint(done_events: int) -> bool:
             """Apply event-count faults; False once the connection has been dropped."""
             if stall is not None and stall.after_events == done_events:
-                peer.wait(stall.seconds)
+                await peer.wait(stall.seconds)
                 if stall.then == "close":
-                    peer.abort(stall.mode)
-                    return False
+                    return await drop(stall.mode)
             if cut_events is not None and cut_events == done_events and fault is not None:
-                peer.abort(fault.mode)
-                return False
+                return await drop(fault.mode)
             return True
 
         sent = 0
         for index, event in enumerate(plan.events):
             pause = reply.first_delay if index == 0 else _pause(reply.delay, index)
             if pause > 0:
-                peer.wait(pause)
-            if not checkpoint(index):
+                await peer.wait(pause)
+            if not await checkpoint(index):
                 return False
             for piece in _pieces(event, reply.split):
                 if cut_bytes is not None and fault is not None and sent + len(piece) >= cut_bytes:
-                    write(piece[: cut_bytes - sent])
-                    peer.abort(fault.mode)
-                    return False
-                write(piece)
+                    await write(piece[: cut_bytes - sent], sent)
+                    return await drop(fault.mode)
+                await write(piece, sent)
                 sent += len(piece)
         count = len(plan.events)
         if stall is not None and stall.after_events is not None and stall.after_events >= count:
             stall = replace(stall, after_events=count)
         if cut_events is not None and cut_events > count:
             cut_events = count
-        if not checkpoint(count):
+        if not await checkpoint(count):
             return False
         if cut_bytes is not None and fault is not None:  # cut at or past the end of the body
-            peer.abort(fault.mode)
-            return False
+            return await drop(fault.mode)
+        if record is not None:
+            record.complete = True
         if chunked:
-            peer.send(b"0\r\n\r\n")
+            await peer.send(b"0\r\n\r\n")
         elif plan.framing == "close":
-            peer.abort("close")
+            await peer.abort("close")
             return False
         return keep
 
