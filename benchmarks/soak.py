@@ -108,9 +108,11 @@ class SoakConfig:
     threads: int = 8
     """Threads running sync streams."""
     seed: int = DEFAULT_SEED
-    delay: float = 1.0
+    delay: float = 1.5
     """Seconds between SSE events (the load: about streams / delay events per second)."""
-    tokens: tuple[int, int] = (12, 40)
+    resume_pace: float = 0.2
+    """The delay of every request after a stream's first, as a fraction of *delay*."""
+    tokens: tuple[int, int] = (6, 18)
     """Answer length range, in crude tokens."""
     idle_timeout: float = 4.0
     """streamtap's idle and first-chunk timeouts (a stall lasts twice as long)."""
@@ -123,7 +125,7 @@ class SoakConfig:
     """Run only the stream with this tag (e.g. ``a12.3``), alone, and print its details."""
     rss_growth_mb: float = 24.0
     """Allowed RSS growth between the second quarter and the end of the run."""
-    drain_seconds: float = 30.0
+    drain_seconds: float = 45.0
     """After *seconds*, how long streams in flight may take to finish."""
 
 
@@ -177,7 +179,7 @@ def _answer(rng: random.Random, tag: str, text: str, *, finish: bool = True) -> 
     pieces: list[str] = []
     i = 0
     while i < len(tokens):
-        step = rng.randint(1, 3)
+        step = rng.randint(1, 4)
         pieces.append("".join(tokens[i : i + step]))
         i += step
     base = {
@@ -279,8 +281,10 @@ def _plan(cfg: SoakConfig, tag: str, kinds: list[str], weights: list[int]) -> Pl
             fault, note = _cut(rng, answer, "mid_json")
             plan.faults.append(fault)
             plan.notes.append(note)
-    elif kind == "hopeless":
-        fault, note = _cut(rng, answer, rng.choice(("between", "mid_json", "mid_utf8")))
+    elif kind == "hopeless":  # cut early: five attempts in all
+        early = _answer(rng, tag, "", finish=False)
+        early.events, early.content_events = answer.events, range(1, min(4, content.stop))
+        fault, note = _cut(rng, early, rng.choice(("between", "mid_json", "mid_utf8")))
         plan.faults.append(fault)
         plan.repeat = True
         plan.notes.append(note + " on every request")
@@ -464,6 +468,7 @@ class Soak:
             kinds = [k for k in KINDS if k in cfg.only_kinds]
         self.kinds, self.weights = kinds, [KINDS[k] for k in kinds]
         self.plans: dict[str, Plan] = {}
+        self.inflight: dict[str, float] = {}  # tag -> when it started
         self.request_count: Counter[str] = Counter()
         self.tag_of: dict[str, str] = {}  # request id -> tag
         self.records: dict[str, list[RecordedResponse]] = {}
@@ -483,7 +488,28 @@ class Soak:
             plan = self.plans.get(tag)
             if plan is None:
                 plan = self.plans[tag] = _plan(self.cfg, tag, self.kinds, self.weights)
+            self.inflight[tag] = time.monotonic()
             return plan
+
+    def stuck(self) -> list[str]:
+        """The streams still running, with their plans and what the server sent them."""
+        now = time.monotonic()
+        with self.lock:
+            tags = sorted(self.inflight.items(), key=lambda item: item[1])
+        out = []
+        for tag, since in tags:
+            plan = self.plans.get(tag)
+            records = self.records_for(tag)
+            sent = [
+                f"{r.request_id} {r.status} {r.bytes_sent}/{sum(map(len, r.events))} bytes"
+                f"{' cut' if r.cut else ''}{' [DONE]' if r.done_sent else ''}"
+                f"{' complete' if r.complete else ''}"
+                for r in records
+            ]
+            kind = plan.kind if plan else "?"
+            notes = "; ".join(plan.notes) if plan else ""
+            out.append(f"{tag} [{kind}] running {now - since:.0f} s; plan: {notes}; sent: {sent}")
+        return out
 
     def respond(self, request: RecordedRequest) -> Reply | None:
         messages = (request.json or {}).get("messages") or []
@@ -499,7 +525,9 @@ class Soak:
         if plan is None:
             return None
         reply = plan.reply(index)
-        return dataclasses.replace(reply, delay=self.cfg.delay, first_delay=0.0)
+        # Resumes stream faster, so a stream's length stays bounded (a few attempts in all).
+        delay = self.cfg.delay if index == 0 else self.cfg.delay * self.cfg.resume_pace
+        return dataclasses.replace(reply, delay=delay, first_delay=0.0)
 
     def records_for(self, tag: str) -> list[RecordedResponse]:
         with self.lock:
@@ -525,6 +553,7 @@ class Soak:
         result = "ended" if out.error is None else type(out.error).__name__
         with self.lock:
             self.plans.pop(plan.tag, None)
+            self.inflight.pop(plan.tag, None)
             self.request_count.pop(plan.tag, None)
             self.outcomes[f"{plan.kind}: {result}"] += 1
             self.kind_count[plan.kind] += 1
@@ -658,6 +687,7 @@ class Soak:
         self, aclient: openai.AsyncOpenAI, sclient: openai.OpenAI
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
+        start = time.monotonic()
         rss: list[float] = []
         lags: list[float] = []
         stop = asyncio.Event()
@@ -667,6 +697,8 @@ class Soak:
                 before = time.monotonic()
                 await asyncio.sleep(0.25)
                 lags.append(time.monotonic() - before - 0.25)
+                if lags[-1] > 1.0:
+                    print(f"soak: event loop {lags[-1]:.1f} s late at {before - start:.0f} s")
                 if len(lags) % 4 == 0:
                     rss.append(_rss_mb())
 
@@ -682,6 +714,7 @@ class Soak:
         ]
         limit = self.cfg.seconds + self.cfg.drain_seconds
         done, pending = await asyncio.wait(workers, timeout=limit)
+        stuck = self.stuck() if pending else []
         for task in pending:
             task.cancel()
         for thread in threads:
@@ -697,6 +730,7 @@ class Soak:
             "stuck_async": len(pending),
             "stuck_sync": sum(t.is_alive() for t in threads),
             "worker_errors": [repr(e)[:300] for e in errors],
+            "stuck": stuck,
         }
 
     def run(self) -> SoakResult:
@@ -782,6 +816,7 @@ class Soak:
                 f"streams still running {cfg.drain_seconds} s after the end: "
                 f"{stats['stuck_async']} async, {stats['stuck_sync']} sync"
             )
+            failures.extend("  stuck: " + line for line in stats["stuck"][:20])
         streams = sum(self.kind_count.values())
         lags = sorted(stats["lags"]) or [0.0]
         lines = [
@@ -861,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--delay", type=float, default=1.0, help="seconds between events")
+    parser.add_argument("--delay", type=float, default=1.5, help="seconds between events")
     parser.add_argument("--idle-timeout", type=float, default=4.0)
     parser.add_argument("--pending", action="store_true", help="also the kinds being fixed")
     parser.add_argument("--kinds", default="", help="comma-separated kinds to run only")
