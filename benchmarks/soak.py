@@ -69,6 +69,8 @@ PENDING = {
     "early_done": "issue 14: a [DONE] without finish_reason ends the stream cleanly (no resend)",
     "cut_after_finish": "issue 14: a break after the finish chunk must not repeat finish_reason",
     "diverge_auto": "issue 14: under 'auto' a differing replay raises StreamInterrupted, no splice",
+    "error_object_early": "found by the soak: a second {'object': 'error'} chunk before any "
+    "content ends the stream cleanly with no text (tests/test_soak.py regression tests)",
 }
 
 # kind -> weight; the plan of each kind is made in _plan().
@@ -84,9 +86,10 @@ KINDS = {
     "early_done": 5,
     "cut_after_finish": 5,
     "diverge_auto": 5,
+    "error_object_early": 4,
 }
 MUST_END = {"clean", "cut", "stall", "short_stall", "error_event", "http_429"}
-MUST_END |= {"early_done", "cut_after_finish"}
+MUST_END |= {"early_done", "cut_after_finish", "error_object_early"}
 MUST_RAISE = {"hopeless"}
 
 # Non-ASCII phrases mixed into answers, so cuts can land inside UTF-8 characters.
@@ -269,7 +272,8 @@ def _plan(cfg: SoakConfig, tag: str, kinds: list[str], weights: list[int]) -> Pl
         for _ in range(rng.randint(1, 2)):
             style = rng.choice(("data", "event", "object"))
             code = rng.choice((429, 500, 502, 503))
-            after = rng.randrange(1, content.stop)
+            # (an error object before any content: the pending kind error_object_early)
+            after = rng.randrange(2 if style == "object" else 1, content.stop)
             plan.faults.append(
                 Fault.error_event(after_events=after, status_in_body=code, style=style)
             )
@@ -300,6 +304,13 @@ def _plan(cfg: SoakConfig, tag: str, kinds: list[str], weights: list[int]) -> Pl
                 rest = "~" + rest
             plan.answers.append(_answer(rng, tag, answer.text[:keep] + rest))
             plan.notes.append(f"replay {variant} differs from character {keep}")
+    elif kind == "error_object_early":  # right after the role chunk, twice
+        for _ in range(2):
+            code = rng.choice((429, 500, 502, 503))
+            plan.faults.append(
+                Fault.error_event(after_events=1, status_in_body=code, style="object")
+            )
+            plan.notes.append(f"error event object {code} after 1 events")
     elif kind == "early_done":
         sent = rng.randrange(1, len(content) + 1)
         early = _answer(rng, tag, "", finish=False)
