@@ -14,15 +14,18 @@ one kind alone: ``python benchmarks/soak.py --pending --kinds early_done``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import openai
 import pytest
 
 import streamtap
-from streamtap.testing import FakeServer, Fault, Reply
+from streamtap.testing import FakeServer, Fault, RecordedRequest, Reply
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -117,3 +120,67 @@ async def test_error_objects_before_any_content_are_resumed_async(server: FakeSe
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert len(server.requests) == 3
     assert text == TEXT
+
+
+# ---- what the soak needs from the fake server -----------------------------------------------
+
+
+def test_server_carries_1000_concurrent_connections_on_one_thread() -> None:
+    async def one(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        return data
+
+    async def main(server: FakeServer) -> list[bytes]:
+        return await asyncio.gather(*(one(server.port) for _ in range(1000)))
+
+    before = set(threading.enumerate())
+    with FakeServer() as server:
+        assert [t.name for t in set(threading.enumerate()) - before] == [
+            f"FakeServer:{server.port}"
+        ]
+        started = time.monotonic()
+        answers = asyncio.run(main(server))
+        assert time.monotonic() - started < 30
+        assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers)
+        assert server.wait_for_open_connections(0, timeout=5)
+        assert len(server.requests) == 1000
+    assert not set(threading.enumerate()) - before
+
+
+def test_responder_and_recorded_responses() -> None:
+    text = "Héllo wörld, this is a reply."
+
+    def responder(request: RecordedRequest) -> Reply | None:
+        content = request.json["messages"][0]["content"]
+        if content != "cut":
+            return None  # the queue's reply
+        return Reply(text=text, chunk_size=4, fault=Fault.cut(after_events=3))
+
+    with FakeServer(responder=responder, history=2) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        with pytest.raises(Exception):  # noqa: B017 (the raw SDK's error differs per openai line)
+            for _ in client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "cut"}], stream=True
+            ):
+                pass
+        server.enqueue(Reply(text=text))
+        got = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "whole"}], stream=True
+            )
+            if c.choices
+        )
+        cut, whole = server.take_responses()
+        assert server.responses == []
+        assert (cut.cut, cut.complete, cut.events_sent, cut.done_sent) == (True, False, 3, False)
+        assert cut.text() == text[:8]  # role chunk, then two 4-character pieces
+        assert cut.text(sent=False) == text and cut.finish_reasons() == []
+        assert (whole.cut, whole.complete, whole.done_sent) == (False, True, True)
+        assert whole.text() == got == text and whole.finish_reasons() == ["stop"]
+        assert whole.bytes_sent == sum(map(len, whole.events))
+        client.models.list()
+        assert len(server.requests) == 2  # history=2 keeps the last two
