@@ -111,13 +111,13 @@ class SoakConfig:
     threads: int = 8
     """Threads running sync streams."""
     seed: int = DEFAULT_SEED
-    delay: float = 1.5
+    delay: float = 2.0
     """Seconds between SSE events (the load: about streams / delay events per second)."""
     resume_pace: float = 0.2
     """The delay of every request after a stream's first, as a fraction of *delay*."""
     tokens: tuple[int, int] = (6, 18)
     """Answer length range, in crude tokens."""
-    idle_timeout: float = 4.0
+    idle_timeout: float = 8.0
     """streamtap's idle and first-chunk timeouts (a stall lasts twice as long)."""
     max_attempts: int = 5
     pending: bool = False
@@ -128,7 +128,7 @@ class SoakConfig:
     """Run only the stream with this tag (e.g. ``a12.3``), alone, and print its details."""
     rss_growth_mb: float = 24.0
     """Allowed RSS growth between the second quarter and the end of the run."""
-    drain_seconds: float = 45.0
+    drain_seconds: float = 60.0
     """After *seconds*, how long streams in flight may take to finish."""
 
 
@@ -907,8 +907,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--delay", type=float, default=1.5, help="seconds between events")
-    parser.add_argument("--idle-timeout", type=float, default=4.0)
+    parser.add_argument("--delay", type=float, default=2.0, help="seconds between events")
+    parser.add_argument("--idle-timeout", type=float, default=8.0)
     parser.add_argument("--pending", action="store_true", help="also the kinds being fixed")
     parser.add_argument("--kinds", default="", help="comma-separated kinds to run only")
     parser.add_argument("--only", default=None, help="run one stream (its tag) alone")

@@ -1,7 +1,7 @@
 """Soak (issue 14): 1,000 concurrent async streams and a pool of sync threads, random faults.
 
 The engine is ``benchmarks/soak.py`` (its docstring and :func:`soak.verify` define the correct
-outcome per fault kind); this runs it for ``STREAMTAP_SOAK_SECONDS`` (default 30 s of new
+outcome per fault kind); this runs it for ``STREAMTAP_SOAK_SECONDS`` (default 25 s of new
 streams, 60 to 80 s in all) with a fixed seed (``STREAMTAP_SOAK_SEED``), printed with the
 report so a failure reproduces: ``python benchmarks/soak.py --seed <seed> --only <tag>``.
 Deselect with ``-m "not soak"``.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import soak
 
-SECONDS = float(os.environ.get("STREAMTAP_SOAK_SECONDS", "30"))
+SECONDS = float(os.environ.get("STREAMTAP_SOAK_SECONDS", "25"))
 SEED = int(os.environ.get("STREAMTAP_SOAK_SEED", str(soak.DEFAULT_SEED)))
 
 
