@@ -17,7 +17,7 @@ left, no streamtap object left alive, and memory (RSS) flat over the second half
 
 Run it (a venv with streamtap and openai installed)::
 
-    python benchmarks/soak.py                         # 60 s, 1,000 async streams, 8 threads
+    python benchmarks/soak.py                         # 60 s, 1,000 async streams, 4 threads
     python benchmarks/soak.py --seconds 600 --seed 7  # longer, another seed
     python benchmarks/soak.py --pending               # also the kinds being fixed (issue 14)
     python benchmarks/soak.py --seed 7 --only a12.3   # replay one stream's plan alone
@@ -92,6 +92,8 @@ MUST_END = {"clean", "cut", "stall", "short_stall", "error_event", "http_429"}
 MUST_END |= {"early_done", "cut_after_finish", "error_object_early"}
 MUST_RAISE = {"hopeless"}
 
+_MAX_PIECES = 12  # content chunks per answer at most
+
 # Non-ASCII phrases mixed into answers, so cuts can land inside UTF-8 characters.
 _EXTRA = (
     " Ça marche — vraiment.",
@@ -108,7 +110,7 @@ class SoakConfig:
     """How long new streams are started; streams in flight then finish (bounded)."""
     streams: int = 1000
     """Concurrent async streams."""
-    threads: int = 8
+    threads: int = 4
     """Threads running sync streams."""
     seed: int = DEFAULT_SEED
     delay: float = 2.0
@@ -181,8 +183,9 @@ def _answer(rng: random.Random, tag: str, text: str, *, finish: bool = True) -> 
     tokens = split_tokens(text)
     pieces: list[str] = []
     i = 0
+    least = -(-len(tokens) // _MAX_PIECES)  # bounds a stream's length at a given delay
     while i < len(tokens):
-        step = rng.randint(1, 4)
+        step = max(least, rng.randint(1, 4))
         pieces.append("".join(tokens[i : i + step]))
         i += step
     base = {
@@ -905,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--delay", type=float, default=2.0, help="seconds between events")
     parser.add_argument("--idle-timeout", type=float, default=8.0)
