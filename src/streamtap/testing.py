@@ -1,9 +1,9 @@
 """A fake OpenAI-compatible ``/v1/chat/completions`` server for tests.
 
-:class:`FakeServer` listens on ``127.0.0.1`` only, in a background thread, and speaks real
-HTTP/1.1 over real sockets: status line, headers, keep-alive, chunked transfer encoding for
-streams and real SSE framing. Because it runs in its own threads it serves sync and async
-clients alike::
+:class:`FakeServer` listens on ``127.0.0.1`` only, on an asyncio event loop in a background
+thread (thousands of concurrent connections), and speaks real HTTP/1.1 over real sockets: status
+line, headers, keep-alive, chunked transfer encoding for streams and real SSE framing. Because it
+runs in its own thread it serves sync and async clients alike::
 
     import openai
     from streamtap.testing import FakeServer, Fault, Reply
@@ -23,6 +23,11 @@ continuation styles of vLLM / llama.cpp (``continue_final_message``) and DeepSee
 A :class:`Fault` attached to a reply breaks the response in a precise way: cut the connection
 at an exact byte of the body (FIN or RST), stall, send an in-band error event, end without
 ``[DONE]``, answer an HTTP error, or send garbage.
+
+What was sent is recorded per request (:attr:`FakeServer.responses`, :class:`RecordedResponse`):
+the whole planned body and how many bytes of it went out, so a test can check a client's text
+against exactly what the server sent. A ``responder`` callable can pick each request's reply
+(e.g. by its messages) instead of the FIFO queue, for many concurrent clients.
 
 Only the standard library is used.
 """
