@@ -717,6 +717,16 @@ class Soak:
                     rss.append(_rss_mb())
 
         sampler = asyncio.create_task(sample())
+        gc_pauses: list[float] = []
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            elif info.get("generation") == 2:
+                gc_pauses.append(time.perf_counter() - gc_started[0])
+
+        gc.callbacks.append(on_gc)
         threads = [
             threading.Thread(target=self.sync_worker, args=(sclient, i), name=f"soak-sync-{i}")
             for i in range(self.cfg.threads)
@@ -735,6 +745,7 @@ class Soak:
             await loop.run_in_executor(None, thread.join, max(0.1, limit - self.cfg.seconds))
         stop.set()
         await sampler
+        gc.callbacks.remove(on_gc)
         await aclient.close()
         sclient.close()
         errors = [t.exception() for t in done if not t.cancelled() and t.exception()]
@@ -745,6 +756,7 @@ class Soak:
             "stuck_sync": sum(t.is_alive() for t in threads),
             "worker_errors": [repr(e)[:300] for e in errors],
             "stuck": stuck,
+            "gc_pauses": gc_pauses,
         }
 
     def run(self) -> SoakResult:
@@ -842,7 +854,9 @@ class Soak:
             "  outcomes: " + ", ".join(f"{k} {n}" for k, n in sorted(self.outcomes.items())),
             "  faults: " + ", ".join(f"{k} {n}" for k, n in sorted(self.fault_notes.items())),
             f"  event-loop lag: p50 {lags[len(lags) // 2] * 1000:.0f} ms, "
-            f"max {lags[-1] * 1000:.0f} ms; RSS {rss[0] if rss else 0:.0f} -> "
+            f"max {lags[-1] * 1000:.0f} ms; full collections {len(stats['gc_pauses'])}, "
+            f"longest {max(stats['gc_pauses'], default=0) * 1000:.0f} ms; "
+            f"RSS {rss[0] if rss else 0:.0f} -> "
             f"{rss[-1] if rss else 0:.0f} MB (second half +{growth:.1f} MB); "
             f"objects left {objects_left}, connections left {connections_left}, "
             f"threads left {len(threads_left)}",
