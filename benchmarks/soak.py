@@ -913,9 +913,9 @@ def _fd_limit(needed: int) -> Iterator[None]:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < needed:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-        yield
-    except (ImportError, ValueError, OSError):
-        yield
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: try as it is
+        pass
+    yield
 
 
 def main(argv: list[str] | None = None) -> int:

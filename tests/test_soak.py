@@ -137,7 +137,7 @@ def test_server_carries_1000_concurrent_connections_on_one_thread() -> None:
         return await asyncio.gather(*(one(server.port) for _ in range(1000)))
 
     before = set(threading.enumerate())
-    with FakeServer() as server:
+    with soak._fd_limit(2400), FakeServer() as server:  # two sockets per connection
         assert [t.name for t in set(threading.enumerate()) - before] == [
             f"FakeServer:{server.port}"
         ]
