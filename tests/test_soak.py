@@ -87,9 +87,10 @@ def _error_object() -> Fault:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="found by the soak (seed 20261202, stream a716.1): a second vLLM-style "
-    "{'object': 'error'} chunk (code 500) before any content ends the stream cleanly: the "
-    "caller gets no text, no exception, and the third request is never made",
+    reason="found by the soak (seed 20261202, stream a716.1): an {'object': 'error'} chunk that "
+    "arrives while a replay is still catching up is swallowed (attempt 2 gets no cause; with text "
+    "delivered it is resumed as 'incomplete'); with no text delivered yet, resumable_end() is "
+    "false, so the stream ends cleanly: no text, no exception, no third request",
 )
 def test_error_objects_before_any_content_are_resumed_sync(server: FakeServer) -> None:
     server.enqueue(Reply(text=TEXT, fault=_error_object()), Reply(text=TEXT, fault=_error_object()))
