@@ -92,7 +92,7 @@ MUST_END = {"clean", "cut", "stall", "short_stall", "error_event", "http_429"}
 MUST_END |= {"early_done", "cut_after_finish", "error_object_early"}
 MUST_RAISE = {"hopeless"}
 
-_MAX_PIECES = 12  # content chunks per answer at most
+_MAX_PIECES = 8  # content chunks per answer at most
 
 # Non-ASCII phrases mixed into answers, so cuts can land inside UTF-8 characters.
 _EXTRA = (
@@ -430,6 +430,22 @@ class _LogWatch(logging.Handler):
             self.retries += int(getattr(record, "streamtap.retries", 0) or 0)
 
 
+def _await_chain(coro: Any) -> list[str]:
+    """file:line function of each coroutine a suspended task waits in, outermost first."""
+    out: list[str] = []
+    for _ in range(60):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            out.append(repr(coro)[:200])
+            break
+        name = frame.f_code.co_filename.rsplit("/", 2)[-1]
+        out.append(f"{name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if coro is None:
+            break
+    return out
+
+
 def _rss_mb() -> float:
     try:
         with open("/proc/self/statm") as f:
@@ -752,6 +768,19 @@ class Soak:
         limit = self.cfg.seconds + self.cfg.drain_seconds
         done, pending = await asyncio.wait(workers, timeout=limit)
         stuck = self.stuck() if pending else []
+        if pending:  # where they wait, for the report: streamtap's suspended generators
+            chains: Counter[str] = Counter()
+            for obj in gc.get_objects():
+                if type(obj).__name__ == "async_generator" and obj.ag_frame is not None:
+                    if "streamtap" in obj.ag_frame.f_code.co_filename:
+                        frame = obj.ag_frame
+                        head = f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}"
+                        chains[" -> ".join([head, *_await_chain(obj.ag_await)])] += 1
+            for where, count in chains.most_common(3):
+                stuck.insert(0, f"{count} generators wait in: {where}")
+        for task in list(pending)[:1]:
+            where = " -> ".join(_await_chain(task.get_coro()))
+            stuck.insert(0, f"task waits in: {where}")
         for task in pending:
             task.cancel()
         for thread in threads:

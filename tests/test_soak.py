@@ -1,7 +1,7 @@
 """Soak (issue 14): 1,000 concurrent async streams and a pool of sync threads, random faults.
 
 The engine is ``benchmarks/soak.py`` (its docstring and :func:`soak.verify` define the correct
-outcome per fault kind); this runs it for ``STREAMTAP_SOAK_SECONDS`` (default 25 s of new
+outcome per fault kind); this runs it for ``STREAMTAP_SOAK_SECONDS`` (default 20 s of new
 streams, 60 to 80 s in all) with a fixed seed (``STREAMTAP_SOAK_SEED``), printed with the
 report so a failure reproduces: ``python benchmarks/soak.py --seed <seed> --only <tag>``.
 Deselect with ``-m "not soak"``.
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import soak
 
-SECONDS = float(os.environ.get("STREAMTAP_SOAK_SECONDS", "25"))
+SECONDS = float(os.environ.get("STREAMTAP_SOAK_SECONDS", "20"))
 SEED = int(os.environ.get("STREAMTAP_SOAK_SEED", str(soak.DEFAULT_SEED)))
 
 
@@ -58,7 +58,9 @@ def _soak(*args: str, seconds: float) -> tuple[int, dict[str, Any]]:
 @pytest.mark.soak
 @pytest.mark.timeout(SECONDS + 200)
 def test_soak() -> None:
-    code, stats = _soak("--seconds", str(SECONDS), seconds=SECONDS)
+    # 3 s between events: ~350 events/s, well inside what a loaded 2-core CI machine gives one
+    # process for the client, streamtap and the server together (openai 1.x's stack is heaviest)
+    code, stats = _soak("--seconds", str(SECONDS), "--delay", "3", "--drain", "90", seconds=SECONDS)
     assert code == 0, "the soak failed: see its report above"
     # The run did what it claims: every (non-pending) kind ran, every worker ended its streams.
     assert set(stats["kinds"]) == {k for k in soak.KINDS if k not in soak.PENDING}
