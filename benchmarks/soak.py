@@ -41,6 +41,7 @@ import statistics
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -66,11 +67,14 @@ MODEL = "gpt-4o-mini"
 # Kinds whose correct handling (as issue 14 states it) is being implemented elsewhere: run only
 # with --pending / SoakConfig.pending, so the default run stays green until those fixes land.
 PENDING = {
-    "early_done": "issue 14: a [DONE] without finish_reason ends the stream cleanly (no resend)",
-    "cut_after_finish": "issue 14: a break after the finish chunk must not repeat finish_reason",
-    "diverge_auto": "issue 14: under 'auto' a differing replay raises StreamInterrupted, no splice",
     "error_object_early": "found by the soak: a second {'object': 'error'} chunk before any "
     "content ends the stream cleanly with no text (tests/test_soak.py regression tests)",
+}
+# Failures that are a known streamtap bug with a strict-xfail regression test of its own
+# (tests/test_soak.py): reported beside the pending kinds, not counted, until it is fixed.
+KNOWN_BUGS = {
+    "partially initialized module 'httpx'": "streamtap imports httpx at the first interruption "
+    "while openai 3.x reads it in another thread (test_a_resume_imports_no_http_library...)",
 }
 
 # kind -> weight; the plan of each kind is made in _plan().
@@ -367,8 +371,9 @@ def verify(plan: Plan, out: Outcome, records: list[RecordedResponse]) -> str | N
       ``.delivered`` is exactly the text the caller got) or an ``openai.APIError`` from the SDK;
       any other exception is streamtap's own (strict mode) or a leak of a transport error;
     * ended normally: the caller's text equals the text of one response the server sent to
-      this stream that ended with ``[DONE]``, and the caller saw that response's finish reasons
-      (once each): 0 characters lost or repeated;
+      this stream that ended (``[DONE]`` arrived, or its finish chunk did: a break after that
+      loses nothing), and the caller saw that response's finish reasons (once each): 0
+      characters lost or repeated;
     * raised: the caller's text is a prefix of one answer the server produced (sent or not);
 
     and per kind: ``clean``, ``cut`` (1-2 cuts), ``stall``, ``short_stall``, ``error_event``
@@ -381,12 +386,16 @@ def verify(plan: Plan, out: Outcome, records: list[RecordedResponse]) -> str | N
     err = out.error
     if err is not None and not isinstance(err, streamtap.StreamInterrupted):
         if not _is_sdk_error(err):
-            return f"raised {type(err).__name__}: {err!r:.300}"
+            frames = traceback.extract_tb(err.__traceback__)[-4:]
+            where = " <- ".join(f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in frames[::-1])
+            return f"raised {type(err).__name__}: {err!r:.300} at {where}"
     if isinstance(err, streamtap.StreamInterrupted) and err.delivered != out.text:
         return f"StreamInterrupted.delivered {err.delivered!r:.80} != text {out.text!r:.80}"
     streamed = [r for r in records if r.sse]
     if err is None:
-        ends = [r for r in streamed if r.done_sent and r.text() == out.text]
+        # a response that ended: [DONE] arrived, or at least its finish chunk (a break after
+        # it loses nothing, so streamtap may end there instead of resending)
+        ends = [r for r in streamed if (r.done_sent or r.finish_reasons()) and r.text() == out.text]
         if not ends:
             return f"text is no answer the server sent: {out.text!r:.200}"
         if not any(r.finish_reasons() == out.finishes for r in ends):
@@ -604,7 +613,8 @@ class Soak:
             self.chars += len(out.text)
             if problem is not None:
                 line = self.describe(plan, out, records, problem)
-                (self.pending_failures if plan.kind in PENDING else self.failures).append(line)
+                known = plan.kind in PENDING or any(bug in problem for bug in KNOWN_BUGS)
+                (self.pending_failures if known else self.failures).append(line)
 
     def describe(
         self, plan: Plan, out: Outcome, records: list[RecordedResponse], problem: str
@@ -905,7 +915,9 @@ class Soak:
             f"threads left {len(threads_left)}",
         ]
         if self.pending_failures:
-            lines.append(f"  PENDING kinds failing ({len(self.pending_failures)} streams):")
+            lines.append(
+                f"  PENDING kinds and KNOWN bugs failing ({len(self.pending_failures)} streams):"
+            )
             lines.extend("  " + f for f in self.pending_failures[:10])
         if failures:
             lines.append(f"  FAILURES: {len(failures)}")
