@@ -15,6 +15,7 @@ one kind alone: ``python benchmarks/soak.py --pending --kinds error_object_early
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -224,29 +225,33 @@ async def test_a_busy_event_loop_is_not_a_stalled_server(server: FakeServer) -> 
 
 
 _LAZY_IMPORT_PROBE = """
-import importlib.util, sys
+import sys
 import openai, streamtap
 from streamtap.testing import FakeServer, Fault, Reply
-if "httpx" in sys.modules or importlib.util.find_spec("httpx") is None:
-    print("SKIP")  # the SDK uses httpx itself (openai 1.x/2.x), or it is not installed
-    sys.exit(0)
-before = set(sys.modules)
 with FakeServer(default=Reply(text="Hello there, world.")) as server:
-    server.enqueue(Reply(text="Hello there, world.", fault=Fault.cut(after_events=3)))
     client = streamtap.instrument(
         openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0),
         backoff_initial=0.01,
     )
-    stream = client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-new = sorted({m.split(".")[0] for m in set(sys.modules) - before} & {"httpx", "httpcore"})
+    def ask():
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    ask()  # the SDK's own lazy imports happen here
+    before = set(sys.modules)
+    server.enqueue(Reply(text="Hello there, world.", fault=Fault.cut(after_events=3)))
+    text = ask()
+http = {"httpx", "httpcore", "httpx2", "httpcore2"}
+new = sorted({m.split(".")[0] for m in set(sys.modules) - before} & http)
 print(text == "Hello there, world.", new)
 """
 
 
 @pytest.mark.xfail(
+    # where it happens: the httpx flavour this SDK does not use is installed (httpx beside
+    # openai 3.x's httpx2: the crash; httpx2 beside 1.x/2.x: an import nobody needs)
+    importlib.util.find_spec("httpx" if openai.__version__ >= "3" else "httpx2") is not None,
     strict=True,
     reason="found by the soak (openai 3.x with httpx installed, seed 20261202, e.g. stream "
     "s1.0): at the first interruption streamtap imports httpx (_recover._transport_errors); "
@@ -259,6 +264,4 @@ def test_a_resume_imports_no_http_library_the_sdk_did_not() -> None:
         [sys.executable, "-c", _LAZY_IMPORT_PROBE], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    if done.stdout.strip() == "SKIP":
-        pytest.skip("the SDK imports httpx itself on this openai line (or it is not installed)")
-    assert done.stdout.strip() == "True []"
+    assert done.stdout.strip() == "True []"  # the whole answer; no HTTP library imported
