@@ -72,10 +72,7 @@ PENDING = {
 }
 # Failures that are a known streamtap bug with a strict-xfail regression test of its own
 # (tests/test_soak.py): reported beside the pending kinds, not counted, until it is fixed.
-KNOWN_BUGS = {
-    "partially initialized module 'httpx'": "streamtap imports httpx at the first interruption "
-    "while openai 3.x reads it in another thread (test_a_resume_imports_no_http_library...)",
-}
+KNOWN_BUGS: dict[str, str] = {}  # problem text -> why it is known (none open)
 
 # kind -> weight; the plan of each kind is made in _plan().
 KINDS = {

@@ -15,7 +15,6 @@ one kind alone: ``python benchmarks/soak.py --pending --kinds error_object_early
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import subprocess
@@ -248,17 +247,6 @@ print(text == "Hello there, world.", new)
 """
 
 
-@pytest.mark.xfail(
-    # where it happens: the httpx flavour this SDK does not use is installed (httpx beside
-    # openai 3.x's httpx2: the crash; httpx2 beside 1.x/2.x: an import nobody needs)
-    importlib.util.find_spec("httpx" if openai.__version__ >= "3" else "httpx2") is not None,
-    strict=True,
-    reason="found by the soak (openai 3.x with httpx installed, seed 20261202, e.g. stream "
-    "s1.0): at the first interruption streamtap imports httpx (_recover._transport_errors); "
-    "meanwhile openai 3.x in another thread finds the half-imported module in sys.modules "
-    "(_httpx2._loaded_legacy_httpx) and the caller gets AttributeError: partially initialized "
-    "module 'httpx' has no attribute 'Timeout'. Fix: look the types up in sys.modules only",
-)
 def test_a_resume_imports_no_http_library_the_sdk_did_not() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _LAZY_IMPORT_PROBE], capture_output=True, text=True, timeout=60

@@ -10,7 +10,6 @@ makes them continue the answer the caller already has.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 import sys
 import time
@@ -50,16 +49,17 @@ _PREFIX_HOSTS = ("api.deepseek.com", "api.mistral.ai")
 _SDK_MARKERS = frozenset({"x-stainless-raw-response", "____stainless_override_cast_to"})
 
 
-@functools.cache
 def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(timeout types, transport types) of whichever httpx flavours are installed; looked up
-    at the first failure, not at import (importing them all costs ~25 ms)."""
+    """(timeout types, transport types) of the httpx flavours already imported. Only
+    `sys.modules` is read, never an import: an exception of a flavour nobody imported cannot be
+    raised, and importing one here, at a failure in one thread, raced the SDK importing it in
+    another (openai 3.x saw a half-initialised `httpx`). Not cached, for the same reason: a
+    flavour may be imported later; this runs at failures only."""
     timeouts: list[type] = [openai.APITimeoutError]
     transports: list[type] = [openai.APIConnectionError]
     for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
-        try:
-            mod = __import__(name)
-        except ImportError:
+        mod = sys.modules.get(name)
+        if mod is None:
             continue
         t = getattr(mod, "TimeoutException", None)
         if t is not None:
