@@ -29,7 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
-from streamtap import _encodings, _tokens  # noqa: E402
+from streamtap import _encodings, _tokens, _tokens_counters  # noqa: E402
 
 PROSE = (
     "Streaming responses arrive in small pieces, and each piece is usually one to three tokens"
@@ -96,11 +96,11 @@ def fresh(name: str) -> _tokens.CounterFactory:
     """A factory with an empty segment cache (``counter_factory``'s are shared and warm)."""
     enc = _encodings.loaded.get(name)
     if enc is None:
-        cached = _tokens._cached(_tokens.estimate_tokens)
+        cached = _tokens_counters._CountCache(_tokens.estimate_tokens)
         return _tokens.CounterFactory(
             "estimate",
             "estimate",
-            lambda: _tokens._SegmentCounter("estimate", "estimate", cached),
+            lambda: _tokens_counters._SegmentCounter("estimate", "estimate", cached),
         )
     return _tokens._tiktoken_factory(enc)
 

@@ -15,86 +15,9 @@ so far without disturbing anything (for an attempt that was cut off); ``add()`` 
 ``feed()`` batches the work when per-chunk figures are not needed (``total`` stays exact).
 A counter is not meant to be shared between threads; factories are.
 
-Exact incremental counting
---------------------------
-tiktoken cuts a text into *pieces* with a regex (the pre-tokenizer) and runs BPE inside each
-piece; merges never cross a piece boundary. So if a text is cut at positions that are piece
-boundaries of the whole text, and each part, encoded on its own, gets the same pieces it gets
-inside the whole text, the token counts of the parts add up to the count of the whole.
-
-We do **not** run tiktoken's pattern in Python to find those positions: the ``regex`` module and
-the Rust ``regex`` crate inside tiktoken ship different Unicode versions (regex 2026.11: Unicode 17,
-tiktoken 0.14: Unicode 16) and classify ~17,500 code points differently (``\\p{L}`` versus
-unassigned), so pieces found in Python are not always tiktoken's pieces. Instead the counter cuts
-only at *hard breaks*: positions where, looking only at the character before (x) and the one
-after (y), both the cl100k_base and the o200k_base pattern must end a piece, whatever came before
-and whatever comes after. Characters are put in classes:
-
-    L letter (\\p{L})   N number (\\p{N})   M mark (\\p{M})   A the ASCII apostrophe
-    R \\r or \\n      W other White_Space   O any other assigned character (punctuation,
-    symbols, emoji, controls, private use)   ? uncertain (see below)
-
-and the hard breaks are, with x the character before the cut and y the one after:
-
-    R1  x in L N M O A,  y in W          R4  x in N,  y in L M O A W R
-    R2  x in L N,        y in R          R5  x in L M O A,  y in N
-    R3  x in L,          y in O
-
-Why these are breaks, for every text. By what they may contain, the pieces of both patterns
-are of five kinds: *letter* pieces (cl100k ``[^\\r\\n\\p{L}\\p{N}]?+\\p{L}++``; o200k's first two
-alternatives: one optional leading char that is not \\r, \\n, a letter or a number, then
-letters -- o200k: letters and marks --, then in o200k an optional ASCII contraction ``'s``,
-``'ll``...), *contraction* pieces (cl100k ``'(?i:[sdmt]|ll|ve|re)``), *number* pieces
-(``\\p{N}{1,3}``), *punctuation* pieces (optional space, chars that are not whitespace, letters or
-numbers, then \\r\\n -- o200k: \\r\\n and ``/``), and *whitespace* pieces (only whitespace).
-
-(i) No piece contains x followed by y. R1: a whitespace char other than \\r\\n is never
-preceded by a non-whitespace char inside a piece (it may only lead a letter or punctuation
-piece, or be part of a whitespace piece). R2: letter, contraction and number pieces never
-contain \\r\\n. R3: after a letter, a piece continues only with letters, marks or an apostrophe
-contraction. R4/R5: only number pieces contain numbers, and they contain nothing else.
-
-(ii) Encoding the part that ends with x on its own gives the same pieces. The pieces of a part
-depend only on the part's own text (the patterns have no look-behind). The piece that ends with
-x is a letter, contraction, number or punctuation piece (x is never whitespace: rules R1-R5 never
-have x in W or R), and it ends because y is not in the class it was consuming; the end of the
-text stops it the same way. The only constructs that tell "end of text" apart from "a character
-that does not match" are ``$`` and ``(?!\\S)``, and both only follow a run of whitespace -- which
-never ends at x. Earlier pieces, and the alternatives tried and abandoned on the way (o200k tries
-an upper-case run, ``\\s*[\\r\\n]+`` scans a whitespace run), read runs of one class, which
-stop at y or before, exactly as they stop at the end of the part. R4 also relies on the digit
-grouping: groups of three are counted from the start of the digit run, and since there is
-never a break between two numbers, the whole run is in the same part.
-
-No break ever has whitespace as x: a whitespace run at the end of a part would be matched by
-``\\s++$`` (cl100k) or ``\\s+(?!\\S)`` (o200k) differently than in the whole text.
-
-Uncertain characters. A character gets class L, N, M, W or O only if it has that class both in
-Unicode 3.2 (``unicodedata.ucd_3_2_0``, in every Python) and in the newest tables at hand (the
-``regex`` module's); tiktoken's Rust tables lie in between. Everything else -- characters that
-changed class, letters assigned after Unicode 3.2 (rare scripts, CJK extensions C-J), code
-points unassigned today, lone surrogates -- is "?", and "?" is never next to a break. Emoji are
-unassigned in 3.2 (other) and symbols today (other): class O. This assumes a class does not
-change and then change back; Python 3.11's Unicode 14.0 tables agree with every class so given,
-and the one known flip, U+180E (whitespace only in Unicode 4.0-6.2), predates any tiktoken.
-Classes are computed lazily, once per distinct character, and memoised.
-
-This argument is checked by tests: a Hypothesis fuzz of ``sum(feed) + finish() ==
-len(encode_ordinary(text))`` for both encodings and arbitrary splits, and a sweep of every code
-point through each rule. The proof covers these two patterns only; it is bound to them by the
-SHA-256 of the pattern string (o200k_harmony shares o200k's pattern). An encoding with another
-pattern is still counted exactly, but only at ``finish()``.
-
-Cost. A feed classifies only the new text plus one character (ASCII: ``bytes.translate``;
-otherwise ``str.translate`` through the memo), runs one small ``re`` search on it, never re-reads
-the pending tail, and encodes each finished segment once (short segments through a bounded
-cache per factory). So the cost per chunk does not grow with the stream, and a single huge piece
-(100k spaces, a long base64 blob) costs one tiktoken call when it ends -- the same call a
-whole-text encode makes (tiktoken's BPE is close to linear there: ~30 ms for 100k spaces).
-Until a hard break arrives its tokens are not final, and are reported later (at the latest by
-``finish()``). Measured (``benchmarks/bench_tokens.py``, 1-3 token deltas, a shared and busy
-2-core machine): ``feed`` ~0.8-1.0 us per delta with a warm segment cache, ~2 us cold; ``add``
-~0.5-1.0 us, about what tiktoken itself takes to encode the same text once.
+Where the pieces live: ``_tokens_breaks`` (the hard breaks and why counts add up across them),
+``_tokens_counters`` (the counters, their segment cache, the estimate), this module (which
+counter a model gets: factories, the model table); loading: ``_encodings``, ``_pending``.
 
 Encodings are loaded lazily, at most once per process each, without network unless allowed; see
 :func:`counter_factory` and ``_encodings``. When no tokenizer can be had, an ``estimate`` counter
@@ -104,21 +27,30 @@ is used, with one warning per encoding. Streams never wait for a load: ``_pendin
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-import re
-import unicodedata
 from collections.abc import Callable
-from itertools import islice
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
+from typing import Any, Final, cast
 
 from . import _encodings
 from ._encodings import warn_once as _warn_once
 from ._errors import strict
 
-if TYPE_CHECKING:  # pragma: no cover
-    from collections.abc import Iterator
+# (``name as name``: re-exported for the tests, which reach these internals through _tokens.)
+from ._tokens_breaks import _ASCII_CLASSES as _ASCII_CLASSES
+from ._tokens_breaks import _PROVEN_PATTERNS
+from ._tokens_breaks import _char_class as _char_class
+from ._tokens_breaks import _hard_breaks as _hard_breaks
+from ._tokens_counters import (
+    _SOURCES,
+    Source,
+    TokenCounter,
+    _cached_encode_count,
+    _cached_estimate,
+    _CallableCounter,
+    _FinishOnlyCounter,
+    _SegmentCounter,
+    estimate_tokens,
+)
 
 __all__ = [
     "CounterFactory",
@@ -128,61 +60,6 @@ __all__ = [
     "encoding_for_model",
     "estimate_tokens",
 ]
-
-Source = Literal["exact", "tokenizer", "estimate"]
-"""Where a count comes from: ``exact`` -- the server's own tokens (the shell counts logprobs
-entries); ``tokenizer`` -- the model's tokenizer run locally (tiktoken, or a user tokenizer that
-says so); ``estimate`` -- a heuristic."""
-
-_SOURCES: Final[frozenset[str]] = frozenset(get_args(Source))
-
-logger = logging.getLogger("streamtap")
-
-
-def _strict() -> bool:
-    """Re-raise internal errors instead of degrading to the estimate (``STREAMTAP_STRICT=1``,
-    which the test suite sets, so that bugs are not hidden)."""
-    return strict()
-
-
-# --------------------------------------------------------------------------------------------
-# Public protocol and factory
-# --------------------------------------------------------------------------------------------
-
-
-class TokenCounter(Protocol):
-    """Counts the tokens of one growing text (one choice index, one text channel)."""
-
-    @property
-    def source(self) -> Source:
-        """Where the count comes from (see ``Source``)."""
-        ...
-
-    @property
-    def encoding(self) -> str:
-        """``"o200k_base"`` | ``"cl100k_base"`` | a user counter's name | ``"estimate"``."""
-        ...
-
-    @property
-    def total(self) -> int:
-        """Tokens counted so far: everything final, plus the tail once ``finish()`` ran."""
-        ...
-
-    def feed(self, text: str) -> int:
-        """Add the next delta; return the tokens that became final with it (``>= 0``)."""
-        ...
-
-    def add(self, text: str) -> None:
-        """Like ``feed`` without a per-delta result: batched, cheaper; ``total`` stays exact."""
-        ...
-
-    def peek(self) -> int:
-        """``total`` as if ``finish()`` were called now, without changing anything."""
-        ...
-
-    def finish(self) -> int:
-        """Count the pending tail and return it. Further calls return 0 until more text."""
-        ...
 
 
 class CounterFactory:
@@ -254,7 +131,7 @@ def counter_factory(
     try:
         factory = _resolve(model, encoding, counter, tiktoken_dir)
     except Exception as exc:
-        if _strict():
+        if strict():
             raise
         _warn_once(
             ("internal", "factory"),
@@ -350,292 +227,6 @@ def encoding_for_model(model: str | None) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------------------------
-# Character classes and hard breaks
-# --------------------------------------------------------------------------------------------
-
-_UCD32 = unicodedata.ucd_3_2_0
-_WS_CONTROLS_32: Final = frozenset("\t\n\x0b\x0c\r\x85")  # White_Space controls (Cc)
-_NOW_CLASSES: Final = {1: "L", 2: "N", 3: "M", 4: "W", 5: "?", 6: "O"}
-_now_pattern: Any = None
-
-
-def _char_class(ch: str) -> str:
-    """The hard-break class of one character (see the module docstring)."""
-    global _now_pattern
-    if ch in "\r\n":
-        return "R"
-    if ch == "'":
-        return "A"
-    cat = _UCD32.category(ch)
-    then = "W" if cat[0] == "Z" or ch in _WS_CONTROLS_32 else cat[0] if cat[0] in "LNM" else "O"
-    if _now_pattern is None:
-        import regex
-
-        _now_pattern = regex.compile(
-            r"(\p{L})|(\p{N})|(\p{M})|(\p{White_Space})|(\p{Cn}|\p{Cs})|(.)", regex.DOTALL
-        )
-    now = _NOW_CLASSES[_now_pattern.match(ch).lastindex]
-    return now if now == then else "?"
-
-
-class _ClassMemo(dict[int, str]):
-    """``str.translate`` table: code point -> class letter, filled on first sight."""
-
-    def __missing__(self, cp: int) -> str:
-        cls = _char_class(chr(cp))
-        if len(self) < _CLASS_MEMO_MAX:
-            self[cp] = cls
-        return cls
-
-
-_CLASS_MEMO_MAX: Final = 200_000  # distinct characters remembered (real text uses far fewer)
-_CLASSES: Final = _ClassMemo()
-
-# The break pairs (y, x) on the *reversed* class string: the first match there is the last
-# break of the window. See R1-R5 in the module docstring.
-_BREAK_PAIRS: Final = r"W[LNMOA]|R[LN]|OL|[LMOAWR]N|N[LMOA]"
-_LAST_BREAK: Final = re.compile(_BREAK_PAIRS)
-# ASCII fast path (most deltas): bytes.translate through a 256-byte table, no memo lookups.
-_LAST_BREAK_ASCII: Final = re.compile(_BREAK_PAIRS.encode())
-
-
-def _ascii_class(b: int) -> str:
-    """The class of an ASCII character, without Unicode tables (tested equal to ``_char_class``)."""
-    ch = chr(b)
-    if ch in "\r\n":
-        return "R"
-    if ch == "'":
-        return "A"
-    if ch in " \t\x0b\x0c":
-        return "W"
-    if ch.isascii() and ch.isalpha():
-        return "L"
-    if ch.isascii() and ch.isdigit():
-        return "N"
-    return "O" if b < 128 else "?"
-
-
-_ASCII_CLASSES: Final = bytes(ord(_ascii_class(b)) for b in range(256))
-
-
-def _hard_breaks(text: str) -> Iterator[int]:
-    """Every hard-break position of ``text``: ``text[:p]`` / ``text[p:]`` for each ``p``."""
-    classes = text.translate(_CLASSES)
-    for p in range(1, len(text)):
-        if _LAST_BREAK.fullmatch(classes[p] + classes[p - 1]):
-            yield p
-
-
-# --------------------------------------------------------------------------------------------
-# Counters
-# --------------------------------------------------------------------------------------------
-
-_BATCH_CHARS: Final = 256
-
-
-class _SegmentCounter:
-    """Counts a growing text by hard-break segments; ``count`` must be additive over them."""
-
-    __slots__ = (
-        "_batch",
-        "_batch_len",
-        "_count",
-        "_last",
-        "_parts",
-        "_total",
-        "encoding",
-        "source",
-    )
-
-    def __init__(self, source: Source, encoding: str, count: Callable[[str], int] | None) -> None:
-        self.source: Source = source
-        self.encoding = encoding
-        # None: pattern not proven -> no breaks, everything counted at finish().
-        self._count = count
-        self._parts: list[str] = []
-        self._last = ""
-        self._total = 0
-        self._batch: list[str] = []
-        self._batch_len = 0
-
-    @property
-    def total(self) -> int:
-        if self._batch:
-            self._flush()
-        return self._total
-
-    def feed(self, text: str) -> int:
-        if self._batch:
-            self._flush()
-        if not text:
-            return 0
-        try:
-            count = self._count
-            if count is None:
-                self._parts.append(text)
-                return 0
-            last = self._last
-            spaced = count.spaced if isinstance(count, _CountCache) else None
-            cut = _words(text, last) if spaced is not None else None
-            if spaced is not None and cut is not None and len(cut[0]) > 1:
-                words, marked = cut
-                head = words[0]
-                tail = " " + words.pop()
-                if marked:
-                    head = head.replace(_MARK, " ")
-                    tail = tail.replace(_MARK, " ")
-                parts = self._parts
-                if parts:
-                    head = "".join(parts) + head if head else "".join(parts)
-                # `spaced` takes the marked words as they are: only _words makes its keys.
-                n = count(head) + sum(map(spaced.__getitem__, islice(words, 1, None)))
-            else:
-                window = last + text
-                if window.isascii():
-                    mb = _LAST_BREAK_ASCII.search(window.encode().translate(_ASCII_CLASSES)[::-1])
-                    pos = -1 if mb is None else mb.start()
-                else:
-                    ms = _LAST_BREAK.search(window.translate(_CLASSES)[::-1])
-                    pos = -1 if ms is None else ms.start()
-                if pos < 0:
-                    self._parts.append(text)
-                    self._last = text[-1]
-                    return 0
-                k = len(text) - 1 - pos  # first index of the new pending tail, in text
-                parts = self._parts
-                n = count("".join(parts) + text[:k] if parts else text[:k])
-                tail = text[k:]
-            self._parts = [tail]  # only once counted: _degrade relies on it
-            self._last = text[-1]
-            self._total += n
-            return n
-        except Exception as exc:
-            return self._degrade(exc, text)
-
-    def add(self, text: str) -> None:
-        if text:
-            self._batch.append(text)
-            self._batch_len += len(text)
-            if self._batch_len >= _BATCH_CHARS:
-                self._flush()
-
-    def _flush(self) -> None:
-        batch = self._batch
-        self._batch = []
-        self._batch_len = 0
-        self.feed("".join(batch))
-
-    def peek(self) -> int:
-        total = self.total
-        if not self._parts:
-            return total
-        try:
-            tail = "".join(self._parts)
-            return total + (self._final_count if self._count is None else self._count)(tail)
-        except Exception as exc:
-            if _strict():
-                raise
-            _warn_once(("internal", "counter"), _INTERNAL_MSG, exc, self.encoding)
-            return total
-
-    def finish(self) -> int:
-        if self._batch:
-            self._flush()
-        if not self._parts:
-            return 0
-        tail = "".join(self._parts)
-        self._parts = []
-        self._last = ""
-        try:
-            n = (self._final_count if self._count is None else self._count)(tail)
-        except Exception as exc:
-            return self._degrade(exc, tail)
-        self._total += n
-        return n
-
-    def _final_count(self, text: str) -> int:  # pragma: no cover - replaced per instance
-        return 0
-
-    def _degrade(self, exc: Exception, text: str) -> int:
-        """Internal failure: one log line, then the estimate for this text and what follows."""
-        if _strict():
-            raise exc
-        _warn_once(("internal", "counter"), _INTERNAL_MSG, exc, self.encoding)
-        try:
-            pending = "".join(self._parts) + (text if isinstance(text, str) else "")
-            self._parts = []
-            self._last = ""
-            self.source = "estimate"
-            self.encoding = "estimate"
-            self._count = estimate_tokens
-            n = estimate_tokens(pending)
-            self._total += n
-            return n
-        except Exception:
-            return 0
-
-
-_INTERNAL_MSG: Final = "streamtap: token counting failed (%r) for %s; estimating from now on"
-
-
-class _FinishOnlyCounter(_SegmentCounter):
-    """An encoding whose pattern the hard-break rules were not proven for: exact at finish."""
-
-    __slots__ = ("_encode_count",)
-
-    def __init__(self, encoding: str, count: Callable[[str], int]) -> None:
-        super().__init__("tokenizer", encoding, None)
-        self._encode_count = count
-
-    def _final_count(self, text: str) -> int:
-        return self._encode_count(text)
-
-
-class _CallableCounter:
-    """A user counter, called on every delta as it is."""
-
-    __slots__ = ("_fn", "_total", "encoding", "source")
-
-    def __init__(self, source: Source, encoding: str, fn: Callable[[str], int]) -> None:
-        self.source: Source = source
-        self.encoding = encoding
-        self._fn = fn
-        self._total = 0
-
-    @property
-    def total(self) -> int:
-        return self._total
-
-    def feed(self, text: str) -> int:
-        if not text:
-            return 0
-        try:
-            n = int(self._fn(text))
-        except Exception as exc:
-            if _strict():
-                raise
-            _warn_once(
-                ("counter", self.encoding),
-                "streamtap: the token counter %s failed (%r); estimating those deltas",
-                self.encoding,
-                exc,
-            )
-            n = estimate_tokens(text) if isinstance(text, str) else 0
-        n = max(n, 0)
-        self._total += n
-        return n
-
-    def add(self, text: str) -> None:
-        self.feed(text)
-
-    def peek(self) -> int:
-        return self._total
-
-    def finish(self) -> int:
-        return 0
-
-
 def _tiktoken_factory(enc: Any) -> CounterFactory:
     name = str(getattr(enc, "name", "tiktoken"))
     count = _cached_encode_count(enc)
@@ -651,111 +242,6 @@ def _tiktoken_factory(enc: Any) -> CounterFactory:
     return CounterFactory("tokenizer", name, lambda: _FinishOnlyCounter(name, count))
 
 
-# SHA-256 of the pattern strings the hard-break rules are proven (and tested) for.
-_PROVEN_PATTERNS: Final = frozenset(
-    {
-        "f021c3d976978e62ee64cdad150cc3405c2e3d6e3b40407850bb9e8d9eb65899",  # cl100k_base
-        "2d1b8dc11e89af71459b36004f698ab3693f59fd84f63e8ec2b49564ab857420",  # o200k_base (+harmony)
-    }
-)
-
-_CACHE_MAX_ENTRIES: Final = 16384
-_CACHE_MAX_CHARS: Final = 32
-
-
-def _cached_encode_count(enc: Any) -> Callable[[str], int]:
-    """``len(enc.encode_ordinary(segment))``, cached for short segments."""
-    encode = enc.encode_ordinary
-    return _cached(lambda segment: len(encode(segment)))
-
-
-def _words(text: str, last: str) -> tuple[list[str], bool] | None:
-    """``text`` cut before every space that has a hard break before it (R1: the space follows a
-    letter, digit, mark or punctuation), with ``last`` the character before ``text``; None if
-    ``text`` holds the mark character. Every piece but the first starts after a cut space,
-    which the pieces leave out (``spaced`` counts it). ``str.split`` and ``str.replace`` do
-    the work in C; Python looks only at the rare spaces after whitespace or non-ASCII.
-
-    Spaces that are not cut are marked (`_MARK`) in the pieces; the flag says if any is.
-    """
-    if _MARK in text:
-        return None
-    t = text
-    marked = False
-    # Spaces after whitespace (indentation, double spaces) are no breaks: hide them from
-    # split() behind a mark (the counts put the spaces back).
-    for c, pair, marked_pair in _NO_BREAK_PAIRS:
-        # (A one-character search is a memchr; most of these characters are not in the text.)
-        if c in t and pair in t:
-            t = t.replace(pair, marked_pair)
-            marked = True
-    if marked:
-        while _MARK_SPACE in t:
-            t = t.replace(_MARK_SPACE, _MARK + _MARK)
-    if t[0] == " " and last and _CLASSES[ord(last)] not in _BEFORE_SPACE_OK:
-        t = _MARK + t[1:]
-        marked = True
-    words = t.split(" ")
-    if not t.isascii():
-        # A space after non-ASCII whitespace or an uncertain character is no break either.
-        # Look at each distinct last character once (in C: a set of one-character slices).
-        ends = set(map(_LAST_CHAR, words))
-        bad = {ch for ch in ends if ch and _CLASSES[ord(ch)] not in _BEFORE_SPACE_OK}
-        if bad:
-            merged = [words[0]]
-            for w in islice(words, 1, None):
-                prev = merged[-1]
-                if prev and prev[-1] in bad:
-                    merged[-1] = prev + _MARK + w
-                else:
-                    merged.append(w)
-            words = merged
-            marked = True
-    return words, marked
-
-
-# A space after whitespace: no hard break before it.
-_NOT_BEFORE_SPACE: Final = " \t\n\r\x0b\x0c"
-_LAST_CHAR: Final = itemgetter(slice(-1, None))
-_BEFORE_SPACE_OK: Final = "LNMOA"  # classes x of rule R1
-_MARK: Final = "\x01"  # never in the text when used (checked)
-_MARK_SPACE: Final = _MARK + " "
-# (whitespace character, it + a space, it + the mark) for each character of _NOT_BEFORE_SPACE
-_NO_BREAK_PAIRS: Final = tuple((c, c + " ", c + _MARK) for c in _NOT_BEFORE_SPACE)
-
-
-class _CountCache(dict[str, int]):
-    """``count`` with a bounded cache for short segments (" the", ",", "\\n\\n"...), shared by
-    the counters of one factory. Calling it is a plain dict lookup (C) on a hit, so a counter can
-    ``sum(map(cache, segments))`` without running Python per segment; safe across threads."""
-
-    __slots__ = ("_count", "spaced")
-
-    def __init__(self, count: Callable[[str], int], spaced: bool = True) -> None:
-        super().__init__()
-        self._count = count
-        # The same for " " + word, keyed by the word (so `str.split(" ")` output is the key).
-        self.spaced = _CountCache(self._count_spaced, spaced=False) if spaced else None
-
-    def _count_spaced(self, word: str) -> int:
-        # Keys come from _words only: a mark in them always stands for a space.
-        return self(" " + word.replace(_MARK, " "))
-
-    __call__ = dict.__getitem__
-
-    def __missing__(self, segment: str) -> int:
-        n = self._count(segment)
-        if len(segment) <= _CACHE_MAX_CHARS:
-            if len(self) >= _CACHE_MAX_ENTRIES:
-                self.clear()
-            self[segment] = n
-        return n
-
-
-def _cached(count: Callable[[str], int]) -> Callable[[str], int]:
-    return _CountCache(count)
-
-
 def _callable_factory(fn: Callable[[str], int]) -> CounterFactory:
     source = getattr(fn, "source", "estimate")
     if source not in _SOURCES:
@@ -764,46 +250,6 @@ def _callable_factory(fn: Callable[[str], int]) -> CounterFactory:
     label = str(name)
     src = cast(Source, source)
     return CounterFactory(src, label, lambda: _CallableCounter(src, label, fn))
-
-
-# --------------------------------------------------------------------------------------------
-# The estimate
-# --------------------------------------------------------------------------------------------
-
-# Every match costs one token: Latin letters up to 8 (with the space in front); CJK ideographs,
-# kana and Hangul syllables one each; letters of other scripts up to 2; digits in groups of 3;
-# ASCII punctuation up to 4; any other symbol (emoji...) one each; up to 8 newlines; other
-# whitespace up to 32. Tuned on prose, code, markdown, CJK, emoji and whitespace samples: within
-# ~15% of o200k_base / cl100k_base on English prose, code and markdown, within ~40% on CJK and
-# emoji (where the two encodings differ by that much from each other).
-# Each alternative consumes characters of one hard-break class group only (besides one leading
-# space), so no match crosses a hard break: the estimate of a text is the sum of the estimates of
-# its hard-break segments, and the estimate counter is incremental and exactly additive.
-_EST_SOURCE: Final = r"""
-    [ ]?[\p{Latin}&&\p{L}]{1,8}
-  | [[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]&&\p{L}]
-  | [ ]?[[\p{L}\p{M}]--[\p{Latin}\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]]{1,2}
-  | \p{M}{1,2}
-  | \p{N}{1,3}
-  | [ ]?[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]{1,4}
-  | [ ]?[^\s\p{L}\p{N}\p{M}]
-  | [\r\n]{1,8}
-  | \s{1,32}
-"""
-_est_pattern: Any = None
-
-
-def estimate_tokens(text: str) -> int:
-    """A heuristic token count (see ``_EST_SOURCE``); never negative, additive at hard breaks."""
-    global _est_pattern
-    if _est_pattern is None:
-        import regex
-
-        _est_pattern = regex.compile(_EST_SOURCE, regex.VERBOSE | regex.V1)
-    return len(_est_pattern.findall(text))
-
-
-_cached_estimate: Final = _cached(estimate_tokens)
 
 
 def _estimate_counter() -> TokenCounter:
