@@ -57,19 +57,20 @@ from ._segment_tables import (
     _A_PUNCT,
     _A_SPACE,
     _CLOSED,
-    _FIND_SENTENCE,
-    _FIND_WORD,
-    _LINE_ANY,
-    _LINE_LAST,
     _SIMPLE_ALPHA_END,
     _ascii_word_cut,
+    _find_sentence,
+    _find_word,
     _is_cjk_single,
     _joins,
     _klass_word_cut,
     _last_start,
+    _line_any,
+    _line_last,
     _no_sentence_end,
     _quick_last,
 )
+from ._segment_tables import _FIND_WORD as _FIND_WORD  # re-exported: the tests check against it
 
 __all__ = ["BoundaryFn", "Mode", "Policy", "Segmenter", "make_policy"]
 
@@ -337,7 +338,7 @@ class _SentenceSegmenter(Segmenter):
             return self._commit(b, nh, len(b), -1, now)
         if _no_sentence_end(self._held, text):
             return self._commit(b, nh, 0, _quick_last(b), now)
-        m = _FIND_SENTENCE.match(b, self._g)
+        m = _find_sentence(b, self._g)
         return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
 
 
@@ -348,8 +349,8 @@ class _LineSegmenter(Segmenter):
 
     def _cut(self, b: str, nh: int, text: str, now: float) -> str:
         p = 0
-        if _LINE_ANY.search(text) is not None or self._held.endswith("\r"):
-            lm = _LINE_LAST.match(b, max(nh - 1, 0))
+        if _line_any(text) is not None or self._held.endswith("\r"):
+            lm = _line_last(b, max(nh - 1, 0))
             if lm is not None:
                 p = lm.end()
         return self._commit(b, nh, p, -1, now)
@@ -490,7 +491,7 @@ class _WordSegmenter(Segmenter):
         p = _klass_word_cut(b, nh)
         if p >= 0:
             return self._commit(b, nh, p, -1, now)
-        m = _FIND_WORD.match(b, self._g)
+        m = _find_word(b, self._g)
         return self._commit(b, nh, max(m.end(1), 0), m.end(), now)
 
     # -- state moves of the shortcuts (each a special case of Segmenter._commit) ----------------

