@@ -869,6 +869,54 @@ def test_hold_statistics() -> None:
     assert seg.hold_count == 3
 
 
+@PROPERTY
+@given(
+    scenario=scenarios(),
+    mode=modes,
+    hold_s=hold_seconds,
+    max_chars=hold_chars,
+    end=delays,
+)
+def test_hold_statistics_count_every_piece_and_a_timed_flush(
+    scenario: tuple[str, list[tuple[str, float, float | None]]],
+    mode: object,
+    hold_s: float,
+    max_chars: int,
+    end: float,
+) -> None:
+    """Every non-empty piece handed out by ``push``, ``poll`` or ``flush(now)``, whichever path
+    produced it (cached cut, shape shortcut, scan, bound), is one emission in the hold
+    statistics, and its wait is ``now`` minus the arrival of its first character."""
+    _, steps = scenario
+    policy = make_policy(mode)  # type: ignore[arg-type]
+    assert policy is not None
+    seg = Segmenter(policy, hold_max_seconds=hold_s, hold_max_chars=max_chars)
+    arrivals: list[float] = []
+    waits: list[float] = []
+    emitted = 0
+    now = 0.0
+
+    def took(out: str) -> None:
+        nonlocal emitted
+        if out:
+            waits.append(now - arrivals[emitted])
+            emitted += len(out)
+
+    for text, delay, poll_delay in steps:
+        now += delay
+        arrivals.extend([now] * len(text))
+        took(seg.push(text, now))
+        if poll_delay is not None:
+            now += poll_delay
+            took(seg.poll(now))
+    now += end
+    took(seg.flush(now))
+    assert emitted == len(arrivals)
+    assert seg.hold_count == len(waits)
+    assert seg.hold_sum == pytest.approx(sum(waits))
+    assert seg.hold_max == pytest.approx(max(waits, default=0.0))
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation.
 

@@ -260,16 +260,8 @@ def _klass_word_cut(b: str, lo: int) -> int:
         kb = get(ch) or _classify(ch)
         if k == _K_START:
             if kb == _K_MARK:
-                # The marks belong to the cluster before (GB9); the regex module keeps marks
-                # at the start of the text with what follows them (WB4 at sot), so defer
-                # unless a base character carries them.
-                j = p - 2
-                while j >= 0 and (get(b[j]) or _classify(b[j])) == _K_MARK:
-                    j -= 1
-                if j < 0:
-                    return -1
-                kb = get(b[j]) or _classify(b[j])
-                if kb == _K_CONTROL or kb == _K_SPACE_CTRL:
+                kb = _class_under_marks(b, p - 2)
+                if kb < 0:
                     return -1
             if kb == _K_PREPEND or kb == _K_OTHER or kb == _K_CONTROL:
                 # Prepend glues (GB9b); after emoji, regional indicators, format controls
@@ -295,6 +287,22 @@ def _klass_word_cut(b: str, lo: int) -> int:
         k = kb
         p -= 1
     return 0
+
+
+def _class_under_marks(b: str, j: int) -> int:
+    """The class of the base character that carries the marks ending at ``b[j + 1]``, or -1.
+
+    The marks belong to the cluster before (GB9); the regex module keeps marks at the start of
+    the text with what follows them (WB4 at sot), so -1 (defer to the regex path) unless a base
+    character carries them, and after a control (GB4).
+    """
+    get = _KLASS.get
+    while j >= 0 and (get(b[j]) or _classify(b[j])) == _K_MARK:
+        j -= 1
+    if j < 0:
+        return -1
+    kb = get(b[j]) or _classify(b[j])
+    return -1 if kb == _K_CONTROL or kb == _K_SPACE_CTRL else kb
 
 
 def _quick_last(b: str) -> int:
