@@ -37,6 +37,7 @@ from ._openai import (
     response_meta,
     salvage,
 )
+from ._resume import CLOSE, Close
 from ._state import StreamState, delivered_text
 from ._watchdog import watchdog
 
@@ -326,39 +327,11 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
             run.last_chunk = chunk
             if thrown is not None:
                 raise thrown
-            if exc is None:  # the SDK's generator ended
-                exc = run.end_failure()
-                if exc is None:
-                    break
-                if isinstance(exc, IncompleteStream):
-                    # The server's text ends here unless a resume shows otherwise: the caller
-                    # gets all of it now (a replay then checks it like any delivered text).
-                    yield from _flush(run)
-            # Reading failed (or ended too early): resume, or flush and surface the error.
-            final: BaseException = exc
-            resumer = run.resumer
-            if resumer is not None:
-                run.resuming = True
-                try:
-                    replacement = resumer.recover_sync(run, exc)
-                except Exception as err:
-                    final = err
-                else:
-                    if replacement is not None:
-                        run.adopt(replacement)
-                        src = _source(replacement)
-                        continue
-                finally:
-                    run.resuming = False
-            chunks, action = _surface(run, final)
-            yield from chunks
-            if action == "continue":
-                continue
-            if action == "end":
-                close_quietly(run.stream)  # ended by streamtap: the body may not be done
+            outcome = yield from _after_read_sync(run, exc)
+            if outcome == DONE:
                 break
-            run.finish("error", "exception", final)
-            raise final
+            if outcome == RESUMED:
+                src = _source(run.stream)
         yield from _flush(run)
         run.finish_exhausted()
     except GeneratorExit:
@@ -414,13 +387,7 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                         chunk = await src.__anext__()
                     now = clock()
             except StopAsyncIteration:
-                end = run.end_failure()
-                if end is None:
-                    break
-                exc: Exception = end
-                if isinstance(end, IncompleteStream):
-                    for c in _flush(run):  # as in the sync twin
-                        yield c
+                exc = None
             except asyncio.CancelledError as err:
                 run.finish("cancelled", "cancelled", err)
                 raise
@@ -442,30 +409,33 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                 if deliver == SKIP:
                     continue
                 exc = error_object(chunk)
-            final: BaseException = exc
-            resumer = run.resumer
-            if resumer is not None:
+            # The same steps as the sync driver's `_after_read_sync`, awaited.
+            flow = after_read(run, exc)
+            sent: Any = None
+            error: Exception | None = None
+            while True:
                 try:
-                    replacement = await resumer.recover_async(run, exc)
-                except Exception as err:
-                    final = err
+                    step = flow.send(sent) if error is None else flow.throw(error)
+                except StopIteration as stop:
+                    outcome = stop.value
+                    break
+                sent, error = None, None
+                if isinstance(step, list):
+                    for c in step:
+                        yield c
+                elif isinstance(step, Close):
+                    await aclose_quietly(run.stream)
                 else:
-                    if replacement is not None:
-                        run.adopt(replacement)
-                        src = _source(replacement)
-                        if reader is not None:
-                            reader = ReadAhead(run, src, loop)
-                        continue
-            chunks, action = _surface(run, final)
-            for c in chunks:
-                yield c
-            if action == "continue":
-                continue
-            if action == "end":
-                await aclose_quietly(run.stream)  # as in the sync twin
+                    try:
+                        sent = await step.resumer.recover_async(run, step.exc)
+                    except Exception as err:
+                        error = err
+            if outcome == DONE:
                 break
-            run.finish("error", "exception", final)
-            raise final
+            if outcome == RESUMED:
+                src = _source(run.stream)
+                if reader is not None:
+                    reader = ReadAhead(run, src, loop)
         for c in _flush(run):
             yield c
         run.finish_exhausted()
@@ -483,6 +453,83 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
         run.reading = False
         if reader is not None:
             reader.cancel()
+
+
+DONE, RESUMED, AGAIN = "done", "resumed", "again"
+
+
+class Recover:
+    """A step of `after_read`: run the resumer's plan for `exc`; the driver sends back the
+    replacement source (or None), or throws in what the plan raised."""
+
+    __slots__ = ("exc", "resumer")
+
+    def __init__(self, resumer: Resumer, exc: Exception) -> None:
+        self.resumer = resumer
+        self.exc = exc
+
+
+AfterRead = Generator["list[Any] | Close | Recover", Any, str]
+
+
+def after_read(run: Run, exc: Exception | None) -> AfterRead:
+    """What follows a read that failed (`exc`) or a body that ended (None), shared by both
+    drivers, which carry out its steps: a list of chunks to deliver, `CLOSE` the stream, or
+    `Recover`. Returns DONE (the stream ends cleanly), RESUMED (read `run.stream` from now on)
+    or AGAIN (read on); raises what the caller gets."""
+    if exc is None:
+        exc = run.end_failure()
+        if exc is None:
+            return DONE
+        if isinstance(exc, IncompleteStream):
+            # The server's text ends here unless a resume shows otherwise: the caller gets all
+            # of it now (a replay then checks it like any delivered text).
+            yield _flush(run)
+    final: BaseException = exc
+    resumer = run.resumer
+    if resumer is not None:
+        try:
+            replacement = yield Recover(resumer, exc)
+        except Exception as err:
+            final = err
+        else:
+            if replacement is not None:
+                run.adopt(replacement)
+                return RESUMED
+    chunks, action = _surface(run, final)
+    yield chunks
+    if action == "continue":
+        return AGAIN
+    if action == "end":
+        yield CLOSE  # ended by streamtap: the body may not be done
+        return DONE
+    run.finish("error", "exception", final)
+    raise final
+
+
+def _after_read_sync(run: Run, exc: Exception | None) -> Generator[Any, None, str]:
+    """Carry out `after_read` in the sync driver."""
+    flow = after_read(run, exc)
+    sent: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = flow.send(sent) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        sent, error = None, None
+        if isinstance(step, list):
+            yield from step
+        elif isinstance(step, Close):
+            close_quietly(run.stream)
+        else:
+            run.resuming = True
+            try:
+                sent = step.resumer.recover_sync(run, step.exc)
+            except Exception as err:
+                error = err
+            finally:
+                run.resuming = False
 
 
 _END: Any = object()

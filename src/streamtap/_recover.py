@@ -13,7 +13,7 @@ import asyncio
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, inter
 from ._openai import endpoint_key, usage_dict
 from ._proxy import DoneProbe, aclose_quietly, close_quietly
 from ._pydantic import extra_store, extras
-from ._resume import Budget, Failure
+from ._resume import CLOSE, Budget, Close, Failure, Send, Sleep, Step
 from ._runtime import runtime
 from ._state import CONTENT, REASONING, REFUSAL, StreamState, delivered_text
 
@@ -439,39 +439,30 @@ def _tool_calls(chunk: Any) -> bool:
     return False
 
 
-class SyncSource:
-    """A resumed attempt's stream, seen through its `Splice`."""
+class Source:
+    """A resumed attempt's stream (sync or async), seen through its `Splice`."""
 
     def __init__(self, stream: Any, splice: Splice) -> None:
         self.stream = stream
         self.response = stream.response
         self.probe = DoneProbe.install(stream)
-        self._iterator = self._chunks(stream, splice)
+        is_async = not hasattr(stream, "__next__")
+        self._iterator = (self._achunks if is_async else self._chunks)(stream, splice)
 
     @staticmethod
     def _chunks(stream: Any, splice: Splice) -> Iterator[Any]:
         for chunk in stream:
             yield from splice.checked(chunk)
 
-    def close(self) -> None:
-        self.stream.close()
-
-
-class AsyncSource:
-    def __init__(self, stream: Any, splice: Splice) -> None:
-        self.stream = stream
-        self.response = stream.response
-        self.probe = DoneProbe.install(stream)
-        self._iterator = self._chunks(stream, splice)
-
     @staticmethod
-    async def _chunks(stream: Any, splice: Splice) -> AsyncIterator[Any]:
+    async def _achunks(stream: Any, splice: Splice) -> AsyncIterator[Any]:
         async for chunk in stream:
             for out in splice.checked(chunk):
                 yield out
 
-    async def close(self) -> None:
-        await self.stream.close()
+    def close(self) -> Any:
+        """The stream's own close (a coroutine for an async stream)."""
+        return self.stream.close()
 
 
 class Resumer:
@@ -709,7 +700,11 @@ class Resumer:
 
     # -- doing ------------------------------------------------------------------------------
 
-    def recover_sync(self, run: Run, exc: BaseException) -> Any:
+    def plan(self, run: Run, exc: BaseException) -> Generator[Step, Any, Source | None]:
+        """The resume of one failed read, as steps a driver carries out (httpx's `auth_flow`
+        pattern): `CLOSE` the broken stream, `Sleep`, `Send` a follow-up request (the driver
+        sends back the new stream, or throws in the request's exception). Returns the source
+        to read on from, or None to surface `exc`; raises what the caller gets instead."""
         failure = describe(exc, run.stalled)
         run.stalled = False
         if failure is None:
@@ -718,12 +713,13 @@ class Resumer:
         while True:
             plan = self._next(run, failure, last)
             if plan is None:
-                return self._give_up(run, last, failure)
-            close_quietly(run.stream)  # only now: a stream we do not resume is read on to its end
+                self._give_up(run, last, failure)
+                return None
+            yield CLOSE  # only now: a stream we do not resume is read on to its end
             strategy, wait, kwargs = plan
-            time.sleep(wait)
+            yield Sleep(wait)
             try:
-                stream = _retrying_sync(self.create, self.args, kwargs)
+                stream = yield Send(self.create, self.args, kwargs)
             except Exception as err:
                 f = self._failed_request(run, err, strategy)
                 if f is None:
@@ -733,33 +729,49 @@ class Resumer:
                 continue
             splice = self._splice(run, strategy)
             run.attempt_started()
-            return SyncSource(stream, splice)
+            return Source(stream, splice)
 
-    async def recover_async(self, run: Run, exc: BaseException) -> Any:
-        failure = describe(exc, run.stalled)
-        run.stalled = False
-        if failure is None:
-            return None
-        last = exc
+    def recover_sync(self, run: Run, exc: BaseException) -> Source | None:
+        """Carry out `plan` with blocking calls."""
+        flow = self.plan(run, exc)
+        sent: Any = None
+        error: Exception | None = None
         while True:
-            plan = self._next(run, failure, last)
-            if plan is None:
-                return self._give_up(run, last, failure)
-            await aclose_quietly(run.stream)
-            strategy, wait, kwargs = plan
-            await asyncio.sleep(wait)
             try:
-                stream = await _retrying_async(self.create, self.args, kwargs)
-            except Exception as err:
-                f = self._failed_request(run, err, strategy)
-                if f is None:
-                    why = f"the resume request failed ({_describe_error(err)})"
-                    raise self._stop(run, err, failure, why) from err
-                failure, last = f, err
-                continue
-            splice = self._splice(run, strategy)
-            run.attempt_started()
-            return AsyncSource(stream, splice)
+                step = flow.send(sent) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            sent, error = None, None
+            if isinstance(step, Close):
+                close_quietly(run.stream)
+            elif isinstance(step, Sleep):
+                time.sleep(step.seconds)
+            else:
+                try:
+                    sent = _retrying_sync(step.create, step.args, step.kwargs)
+                except Exception as err:
+                    error = err
+
+    async def recover_async(self, run: Run, exc: BaseException) -> Source | None:
+        """Carry out `plan` on the event loop (the same steps as `recover_sync`)."""
+        flow = self.plan(run, exc)
+        sent: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = flow.send(sent) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            sent, error = None, None
+            if isinstance(step, Close):
+                await aclose_quietly(run.stream)
+            elif isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+            else:
+                try:
+                    sent = await _retrying_async(step.create, step.args, step.kwargs)
+                except Exception as err:
+                    error = err
 
     def _give_up(self, run: Run, exc: BaseException, failure: Failure) -> None:
         """Not resumable: the original error surfaces, unless we changed what it means."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 if TYPE_CHECKING:  # tenacity loads on the first resume, not at import
     import tenacity
@@ -201,3 +201,37 @@ def reduced_limit(limit: object, produced_tokens: int) -> int | None:
     if isinstance(limit, bool) or not isinstance(limit, int):
         return None
     return max(1, limit - produced_tokens)
+
+
+# -- the steps of a resume plan ------------------------------------------------------------
+# A resume is planned once, as a generator of these steps (`_recover.Resumer.plan`), and carried
+# out by a sync and an async loop: every decision is shared, only the waiting differs.
+
+
+class Close:
+    """Close the broken attempt's stream (only once a resume is decided)."""
+
+    __slots__ = ()
+
+
+CLOSE = Close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Sleep:
+    """Wait before the next attempt (backoff, Retry-After)."""
+
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Send:
+    """Send the follow-up request `create(*args, **kwargs)`; the driver sends the new stream
+    back into the plan, or throws in the request's exception."""
+
+    create: Any
+    args: Any
+    kwargs: dict[str, Any]
+
+
+Step = Union[Close, Sleep, Send]
