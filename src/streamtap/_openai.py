@@ -14,22 +14,21 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import _machine as machine
+from ._machine import fast_text
 from ._pydantic import PYDANTIC_V1, copy_model, dump, extras, fields_set, set_extra
-from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState
+from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
 _CONTENT_ONLY = frozenset({"content"})
 _ONLY_CHOICE_0 = frozenset({0})
-# Arrival times and delivered text are accounted for in batches, every 512 chunks (and before
-# anything reads them).
-SETTLE_MASK = 511
 
 
 DELIVER, SKIP, ERROR = 1, 0, 2
 
 
 def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
-    """Account for one chunk and rewrite its text in place.
+    """Parse one chunk into machine events and rewrite its text in place.
 
     Returns DELIVER, SKIP (the hidden usage chunk) or ERROR: the "chunk" is an in-band error
     object (`{"object": "error", ...}`, as vLLM sends), which the SDK does not raise for.
@@ -63,18 +62,9 @@ def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) 
         except (KeyError, TypeError, AttributeError):
             pass
         if type(text) is str:
-            n = state.chunk_count + 1
-            state.chunk_count = n
-            state.arrivals.append(now)
-            seg = lane.seg
-            out = seg.push(text, now) if seg is not None else text
+            out = fast_text(state, lane, text, now)
             if out is not text:
                 dd["content"] = out
-            if out:
-                lane.pending.append(out)
-                lane.last_at = n
-            if not n & SETTLE_MASK:
-                state.settle()
             return DELIVER
     return _process_chunk(state, chunk, now, hide_usage)
 
@@ -110,29 +100,11 @@ def _only_content(delta: Any) -> bool:
 
 
 def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
-    n = state.chunk_count + 1
-    state.chunk_count = n
-    timing = state.timing
-    if timing.first_chunk is None:
-        timing.first_chunk = now
-    state.arrivals.append(now)
-    if not n & SETTLE_MASK:
-        state.settle()
+    machine.chunk(state, now)
     d = chunk.__dict__
     if d.get("object") == "error":
         return ERROR
-    if state.response_id is None:
-        rid = d.get("id")
-        if rid:
-            state.response_id = rid
-        if state.response_created is None:
-            state.response_created = d.get("created")
-    if state.response_model is None:
-        # Apart from the id: some servers send `id: ""` on every chunk but a real model.
-        model = d.get("model")
-        if model:
-            state.response_model = model
-            state.adopt_response_model(model)
+    machine.response(state, d.get("id"), d.get("created"), d.get("model"))
     choices = d.get("choices")
     if choices:
         for choice in choices:
@@ -143,19 +115,9 @@ def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool)
         if extra and "x_groq" in extra:  # (OpenAI's `obfuscation` fills extra on every chunk)
             usage = _groq_usage(extra)
     if usage is not None:
-        state.usage = usage_dict(usage)
+        machine.usage(state, usage_dict(usage))
     # The short path may take the next chunk when this one left the common shape in place.
-    lanes = state.lanes
-    state.fast = (
-        lanes.get(0)
-        if len(lanes) == 1
-        and state.choice_indexes == _ONLY_CHOICE_0
-        and not state.tool_calls_seen
-        and not state.finish_reasons
-        and state.response_id is not None
-        and state.response_model is not None
-        else None
-    )
+    machine.update_fast(state, state.choice_indexes == _ONLY_CHOICE_0)
     if usage is not None and hide_usage and not choices:
         return SKIP
     return DELIVER
@@ -164,74 +126,69 @@ def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool)
 def _process_choice(state: StreamState, choice: Any, now: float) -> None:
     cd = choice.__dict__
     index = cd.get("index") or 0
-    if index not in state.choice_indexes:
-        state.choice_indexes.add(index)
+    machine.choice_seen(state, index)
     delta = cd.get("delta")
-    flush = False
-    if delta is not None:
-        dd = delta.__dict__
-        text = dd.get("content")
-        if text:
-            if type(text) is str:
-                lane = state.lanes.get(index * 4) or state.lane(index, CONTENT, "content")
-                out = state.text(lane, text, now)
-                if out is not text:
-                    dd["content"] = out
-        extra = extras(delta)
-        if extra:
-            for field in _REASONING_FIELDS:
-                r = extra.get(field)
-                if r and type(r) is str:
-                    lane = state.lane(index, REASONING, field)
-                    out = state.text(lane, r, now)
-                    if out is not r:
-                        set_extra(delta, field, out)
-        # Most deltas carry only `content`: then there is no refusal, tool call or audio to
-        # look for (extra fields are not in the set on pydantic 2; the reasoning check above
-        # covers them).
-        if fields_set(delta) != _CONTENT_ONLY:
-            refusal = dd.get("refusal")
-            if refusal:
-                lane = state.lane(index, REFUSAL, "refusal")
-                out = state.text(lane, refusal, now)
-                if out is not refusal:
-                    dd["refusal"] = out
-            if dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
-                flush = True
-        if extra and extra.get("audio"):  # openai 1.x has no `audio` field on deltas
-            flush = True
-        if flush:
-            # A tool call or audio: it counts as the first token, and text before it is
-            # delivered before it.
-            if state.timing.first_token is None:
-                state.timing.first_token = now
-            state.tool_calls_seen = True
+    if delta is not None and _process_delta(state, index, delta, now):
+        machine.other(state, now)  # (a tool call or audio)
+        release = True
+    else:
+        release = False
     logprobs = cd.get("logprobs")
     if logprobs is not None:
         # The server's own tokens, one logprobs entry each: an exact count per chunk.
         entries = logprobs.__dict__.get("content")
         if entries:
-            state.exact_tokens += len(entries)
+            machine.exact_tokens(state, len(entries))
     reason = cd.get("finish_reason")
     if reason:
-        state.finish_reasons[index] = reason
-        flush = True
-    if flush and state.lanes:
-        _flush_into(state, index, choice)
+        machine.finish(state, index, reason)
+        release = True
+    if release and state.lanes:
+        _release_into(state, index, choice)
 
 
-def _flush_into(state: StreamState, index: int, choice: Any) -> None:
+def _process_delta(state: StreamState, index: int, delta: Any, now: float) -> bool:
+    """Feed a delta's text to its lanes, rewriting it; True if it carries a tool call or audio
+    (text held before it goes out with it)."""
+    dd = delta.__dict__
+    text = dd.get("content")
+    if text and type(text) is str:
+        lane = state.lanes.get(lane_key(index, CONTENT)) or state.lane(index, CONTENT, "content")
+        out = machine.text(state, lane, text, now)
+        if out is not text:
+            dd["content"] = out
+    extra = extras(delta)
+    if extra:
+        for field in _REASONING_FIELDS:
+            r = extra.get(field)
+            if r and type(r) is str:
+                lane = state.lane(index, REASONING, field)
+                out = machine.text(state, lane, r, now)
+                if out is not r:
+                    set_extra(delta, field, out)
+    other = bool(extra and extra.get("audio"))  # openai 1.x has no `audio` field on deltas
+    # Most deltas carry only `content`: then there is no refusal, tool call or audio to look
+    # for (extra fields are not in the set on pydantic 2; the reasoning check above covers them).
+    if fields_set(delta) != _CONTENT_ONLY:
+        refusal = dd.get("refusal")
+        if refusal:
+            lane = state.lane(index, REFUSAL, "refusal")
+            out = machine.text(state, lane, refusal, now)
+            if out is not refusal:
+                dd["refusal"] = out
+        if dd.get("tool_calls") or dd.get("function_call") or dd.get("audio"):
+            other = True
+    return other
+
+
+def _release_into(state: StreamState, index: int, choice: Any) -> None:
     """Append every lane of this choice's held text to the choice's delta."""
-    for lane in list(state.lanes.values()):
-        if lane.index != index or lane.seg is None or not lane.seg.held_chars:
-            continue
-        out = state.release(lane)
-        if out:
-            delta = choice.__dict__.get("delta")
-            if delta is None:
-                delta = _delta_type()(**{lane.field: None})
-                choice.__dict__["delta"] = delta
-            _append_text(delta, lane, out)
+    for lane, out in machine.release(state, index):
+        delta = choice.__dict__.get("delta")
+        if delta is None:
+            delta = _delta_type()(**{lane.field: None})
+            choice.__dict__["delta"] = delta
+        _append_text(delta, lane, out)
 
 
 def _append_text(delta: Any, lane: Lane, text: str) -> None:

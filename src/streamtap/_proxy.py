@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from . import _log
+from . import _machine as machine
 from ._errors import internal_error, report_repeats
 from ._exceptions import ErrorObject, IncompleteStream, Stalled, StreamInterrupted
 from ._openai import (
@@ -157,33 +158,26 @@ class Run:
         self.finish("ok" if self.complete() else "incomplete", "exhausted")
 
     def complete(self) -> bool:
-        state = self.state
-        seen = {ln.index for ln in state.lanes.values()}
-        return bool(state.finish_reasons) and seen <= set(state.finish_reasons)
+        return machine.complete(self.state)
 
     def end_failure(self) -> Exception | None:
         """The SDK's iterator ended cleanly: None if that is the end of the answer, else the
         failure it stands for (run once per body, never per chunk)."""
-        if self.resumer is None:
+        resumer = self.resumer
+        if resumer is None:
             return None
         probe = self.probe
-        if probe is not None and probe.done():
-            return None  # `[DONE]`: the server says it has finished
-        if self.stalled:
+        meaning = machine.end_of_body(
+            self.state,
+            done=probe is not None and probe.done(),
+            stalled=self.stalled,
+            error_object_seen=self.error_object_seen,
+            expects_finish=resumer.expects_finish(),
+        )
+        if meaning == machine.STALL:
             # The watchdog shut the socket of a body that ends when the connection closes.
             return Stalled()
-        state = self.state
-        if (
-            self.error_object_seen
-            or state.finish_reasons
-            or state.usage is not None
-            or not self.resumer.expects_finish()
-        ):
-            return None
-        if any(
-            ln.chars or ln.pending or (ln.seg is not None and ln.seg.held_chars)
-            for ln in state.lanes.values()
-        ):
+        if meaning == machine.CUT:
             return IncompleteStream()  # text, then nothing: a cut that looks like an end
         return None
 
@@ -646,15 +640,13 @@ def _surface(run: Run, final: BaseException) -> tuple[list[Any], str]:
     ("end"); anything else is raised after the chunks ("raise").
     """
     chunks = _flush(run)
-    if isinstance(final, ErrorObject):
+    error_object = isinstance(final, ErrorObject)
+    if error_object:
         run.error_object_seen = True
-        chunks.append(final.chunk)
-        return chunks, "continue"
-    if isinstance(final, StreamInterrupted):
+        chunks.append(final.chunk)  # type: ignore[attr-defined]
+    elif isinstance(final, StreamInterrupted):
         final.delivered = delivered_text(run.state)  # now with the flushed tail
-    if isinstance(final, IncompleteStream):
-        return chunks, "end"
-    return chunks, "raise"
+    return chunks, machine.after_failure(error_object, isinstance(final, IncompleteStream))
 
 
 def _flush(run: Run, now: float | None = None) -> list[Any]:

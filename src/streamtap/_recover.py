@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import openai
 
+from . import _machine as machine
 from . import _resume
 from ._errors import internal_error
 from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
@@ -27,7 +28,16 @@ from ._proxy import DoneProbe, aclose_quietly, close_quietly
 from ._pydantic import extra_store, extras
 from ._resume import CLOSE, Budget, Close, Failure, Send, Sleep, Step
 from ._runtime import runtime
-from ._state import CONTENT, REASONING, REFUSAL, StreamState, delivered_text
+from ._state import (
+    CONTENT,
+    REASONING,
+    REFUSAL,
+    StreamState,
+    delivered_text,
+    key_channel,
+    key_index,
+    lane_key,
+)
 
 if TYPE_CHECKING:
     from ._patch import _Call
@@ -251,7 +261,7 @@ class Splice:
                     (REASONING, "reasoning", extra),
                 ):
                     text = store.get(field)
-                    key = index * 4 + channel
+                    key = lane_key(index, channel)
                     if not text or key not in self.prefix:
                         continue
                     want = self.prefix[key]
@@ -271,7 +281,7 @@ class Splice:
                 raise Diverged("replay finished before reaching the delivered text")
 
     def _pending(self, index: int) -> bool:
-        return any(k // 4 == index for k in self.prefix)
+        return any(key_index(k) == index for k in self.prefix)
 
     def _once(self, chunk: Any) -> None:
         """Take out what the caller already has apart from text: finish, usage, logprobs."""
@@ -298,7 +308,7 @@ class Splice:
         lp = cd["logprobs"]
         budget = self.logprob_bytes
         for channel, field in ((CONTENT, "content"), (REFUSAL, "refusal")):
-            key = index * 4 + channel
+            key = lane_key(index, channel)
             left = budget.get(key)
             if left:
                 left = _drop_entries(lp, field, left)
@@ -558,9 +568,7 @@ class Resumer:
     def _answer_complete(self, state: StreamState) -> bool:
         n = self.call.kwargs.get("n")
         count = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-        indexes = set(range(count)) | state.choice_indexes
-        indexes.update(ln.index for ln in state.lanes.values())
-        return bool(state.finish_reasons) and indexes <= set(state.finish_reasons)
+        return machine.complete(state, expected=count)
 
     def _ended_as_before(self, state: StreamState) -> bool:
         at = sum(ln.chars for ln in state.lanes.values())
@@ -647,7 +655,7 @@ class Resumer:
         logprob_bytes: dict[int, int] = {}
         if strategy != "continuation":
             for key in set(delivered) | set(held):
-                if key % 4 == REASONING:
+                if key_channel(key) == REASONING:
                     continue
                 text = held.get(key, "")
                 if strategy == "replay":
@@ -816,9 +824,9 @@ def _one_error(exc: BaseException) -> str:
 
 def _message(state: StreamState, why: str, exc: BaseException) -> str:
     """The exception's message: what the caller got, why streamtap gave up, the last error."""
-    chars = sum(ln.chars for k, ln in state.lanes.items() if k % 4 == CONTENT)
+    chars = sum(ln.chars for k, ln in state.lanes.items() if key_channel(k) == CONTENT)
     chars += sum(  # still held: delivered right before the exception is raised
-        ln.seg.held_chars for k, ln in state.lanes.items() if k % 4 == CONTENT and ln.seg
+        ln.seg.held_chars for k, ln in state.lanes.items() if key_channel(k) == CONTENT and ln.seg
     )
     choices = len({ln.index for ln in state.lanes.values()})
     got = f"{chars:,} character{'s' if chars != 1 else ''} of the answer"

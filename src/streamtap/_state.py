@@ -28,6 +28,19 @@ CONTENT, REASONING, REFUSAL = 0, 1, 2
 CHANNEL_NAMES = ("content", "reasoning", "refusal")
 
 
+def lane_key(index: int, channel: int) -> int:
+    """The key of a lane in `StreamState.lanes`: lanes sort by choice, then channel."""
+    return index * 4 + channel
+
+
+def key_index(key: int) -> int:
+    return key // 4
+
+
+def key_channel(key: int) -> int:
+    return key % 4
+
+
 class Lane:
     """One text channel of one choice: its segmenter, token counter and delivered text.
 
@@ -220,7 +233,7 @@ class StreamState:
 
     def lane(self, index: int, channel: int, field: str) -> Lane:
         """The lane for (choice index, channel), created on first use."""
-        key = index * 4 + channel
+        key = lane_key(index, channel)
         lane = self.lanes.get(key)
         if lane is None:
             o = self.resolved.options
@@ -441,7 +454,7 @@ class StreamState:
             # completion_tokens includes reasoning. When the reasoning was streamed, streamtap
             # counted it too; when it was hidden (OpenAI o-series), take it out of the bill.
             streamed_reasoning = any(
-                ln.tokens for key, ln in self.lanes.items() if key % 4 == REASONING
+                ln.tokens for key, ln in self.lanes.items() if key_channel(key) == REASONING
             )
             billed_text = completion if streamed_reasoning else completion - reasoning
             ev["streamtap.tokens.diff"] = counted - billed_text
@@ -482,7 +495,7 @@ class StreamState:
         """Delivered text per lane ("0.content", ...); a plain str for the one-choice case."""
         self.settle(keep_latest=False)
         texts = {
-            f"{ln.index}.{CHANNEL_NAMES[key % 4]}": ln.captured.getvalue()
+            f"{ln.index}.{CHANNEL_NAMES[key_channel(key)]}": ln.captured.getvalue()
             for key, ln in sorted(self.lanes.items())
             if ln.captured is not None
         }
@@ -496,7 +509,7 @@ def delivered_text(state: StreamState) -> str | dict[str, str]:
     state.settle(keep_latest=False)
     texts: dict[str, str] = {}
     for key, ln in sorted(state.lanes.items()):
-        if key % 4 == CONTENT and ln.captured is not None:
+        if key_channel(key) == CONTENT and ln.captured is not None:
             texts[str(ln.index)] = ln.captured.getvalue()
     if list(texts) in ([], ["0"]):
         return texts.get("0", "")
