@@ -13,7 +13,9 @@ Events and what they return:
 - `response(...)`, `usage(...)`, `exact_tokens(...)`: facts about the answer.
 - `other(state, now)`: a payload that is not text (a tool call, audio): held text goes first.
 - `finish(state, index, reason)`: a choice ended; its held text is released with it.
-- `release(state, index)` -> [(lane, text)]: held text to deliver now (the adapter renders it).
+- `release(state, index)` -> [(lane, text)]: held text to deliver now (the adapter renders it);
+  `due(state, now)`: what the hold bound says is due while the next chunk is late.
+- `resume(state)`: a resumed attempt begins; held text is dropped (it will come again).
 - `end_of_body(...)` -> END / CUT / STALL: what a clean end of the body stands for.
 - `after_failure(kind)` -> CONTINUE / END / RAISE: what follows a failure not resumed.
 
@@ -128,6 +130,23 @@ def release(state: StreamState, index: int | None = None) -> list[tuple[Lane, st
         if piece:
             out.append((lane, piece))
     return out
+
+
+def due(state: StreamState, now: float) -> list[tuple[Lane, str]]:
+    """Held text the hold bound says must go out by `now` (the next chunk is late)."""
+    out = []
+    for lane in list(state.lanes.values()):
+        if lane.seg is not None and lane.seg.held_chars:
+            piece = state.release(lane, now)
+            if piece:
+                out.append((lane, piece))
+    return out
+
+
+def resume(state: StreamState) -> None:
+    """A new attempt begins: the text held back (never seen by the caller) will come again."""
+    state.settle(keep_latest=False)
+    state.discard_held()
 
 
 def update_fast(state: StreamState, only_choice_0: bool) -> None:

@@ -131,7 +131,7 @@ class Run:
 
     def attempt_started(self) -> None:
         """A resumed attempt begins: the text the caller has not seen will come again."""
-        self.state.discard_held()
+        machine.resume(self.state)
         self.attempt_base = self.progress()
 
     def adopt(self, source: Any) -> None:
