@@ -1,6 +1,6 @@
 """The stream machine and the resume decisions with plain data: no SDK object, no socket.
 
-A tiny adapter in this file (`Feed`) plays the part `_openai` plays for chat chunks: it turns
+A tiny adapter in this file (`Feed`) plays the part `_chat` plays for chat chunks: it turns
 (lane, text) events into machine calls, exactly as a protocol adapter must.
 """
 

@@ -116,6 +116,6 @@ def test_resume_after_a_cut(server: FakeServer, events: Any) -> None:
 
 @pytest.mark.skipif(not _pydantic.PYDANTIC_V1, reason="the pydantic 1 routing only")
 def test_pydantic1_takes_the_full_path() -> None:
-    from streamtap import _openai
+    from streamtap import _chat
 
-    assert _openai.process_chunk is _openai._process_chunk_full
+    assert _chat.process_chunk is _chat._process_chunk_full

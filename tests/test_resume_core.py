@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamtap._recover import _drop_entries, _plain_stream_request, corrupt_body
+from streamtap._chat_splice import _drop_entries
+from streamtap._recover import _plain_stream_request, corrupt_body
 from streamtap._resume import choose
 from test_resume import _httpx
 

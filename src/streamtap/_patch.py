@@ -24,8 +24,9 @@ import openai
 import wrapt
 
 from . import _log, _options
+from ._chat import record_completion
+from ._endpoint import endpoint_key, request_fields, response_meta
 from ._errors import internal_error
-from ._openai import endpoint_key, record_completion, request_fields, response_meta
 from ._options import Resolved
 from ._proxy import AsyncStreamProxy, ResponseProxy, Run, StreamProxy
 from ._recover import Resumer

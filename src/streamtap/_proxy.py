@@ -23,21 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from . import _log
+from . import _chat, _log
 from . import _machine as machine
+from ._adapter import DELIVER, ERROR, SKIP, Adapter
+from ._endpoint import error_meta, response_meta
 from ._errors import internal_error, report_repeats
 from ._exceptions import ErrorObject, IncompleteStream, Stalled, StreamInterrupted
-from ._openai import (
-    DELIVER,
-    ERROR,
-    SKIP,
-    error_meta,
-    error_object,
-    flush_chunks,
-    process_chunk,
-    response_meta,
-    salvage,
-)
 from ._resume import CLOSE, Close
 from ._state import StreamState, delivered_text
 from ._watchdog import watchdog
@@ -53,6 +44,7 @@ class Run:
 
     __slots__ = (
         "__weakref__",
+        "adapter",
         "attempt_base",
         "closing",
         "debug",
@@ -76,8 +68,14 @@ class Run:
     )
 
     def __init__(
-        self, state: StreamState, stream: Any, hide_usage: bool, resumer: Resumer | None
+        self,
+        state: StreamState,
+        stream: Any,
+        hide_usage: bool,
+        resumer: Resumer | None,
+        adapter: Adapter = _chat,
     ) -> None:
+        self.adapter = adapter  # the protocol's items: parsed, rewritten, released
         self.state = state
         self.stream = stream
         self.hide_usage = hide_usage
@@ -280,7 +278,7 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
     debug = run.debug
     if run.watched:
         watchdog.watch(run)
-    process = process_chunk
+    process = run.adapter.process_chunk
     clock = _clock
     run.started = True
     chunk = None
@@ -308,7 +306,7 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
                             thrown = e
                             break
                     elif deliver == ERROR:
-                        exc = error_object(chunk)
+                        exc = run.adapter.error_object(chunk)
                         break
                     elif deliver == SALVAGED:
                         try:
@@ -348,7 +346,7 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
     if watched:
         run.loop = loop
         watchdog.watch(run)
-    process = process_chunk
+    process = run.adapter.process_chunk
     clock = _clock
     run.started = True
     # With a word buffer, read ahead in a task so that a timer can release held text while
@@ -402,7 +400,7 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                     continue
                 if deliver == SKIP:
                     continue
-                exc = error_object(chunk)
+                exc = run.adapter.error_object(chunk)
             # The same steps as the sync driver's `_after_read_sync`, awaited.
             flow = after_read(run, exc)
             sent: Any = None
@@ -652,7 +650,7 @@ def _surface(run: Run, final: BaseException) -> tuple[list[Any], str]:
 def _flush(run: Run, now: float | None = None) -> list[Any]:
     """Chunks carrying what the word buffer holds: all of it, or what is due by `now`."""
     try:
-        return flush_chunks(run.state, run.last_chunk, now)
+        return run.adapter.flush_chunks(run.state, run.last_chunk, now)
     except Exception as exc:
         internal_error("flushing held text", exc, run.state.internal_errors)
         return []
@@ -672,7 +670,7 @@ def _salvage(run: Run, chunk: Any, err: Exception) -> list[Any]:
         run.resumer = None
         watchdog.unwatch(run)  # (stalls are watched for resuming only)
     try:
-        return salvage(state, chunk)
+        return run.adapter.salvage(state, chunk)
     except Exception as exc:
         internal_error("releasing held text after an internal error", exc, state.internal_errors)
         return [chunk]

@@ -9,7 +9,7 @@ reads and writes the SDK's models without validation, through what pydantic stor
   included) in `__fields_set__`.
 
 Every accessor is chosen once, at import: on pydantic 2 they are C-level attribute getters, so a
-caller pays no version test per chunk. The short path of `_openai.process_chunk` reads the
+caller pays no version test per chunk. The short path of `_chat.process_chunk` reads the
 pydantic 2 attributes directly and is only used on pydantic 2 (see there).
 """
 

@@ -1,7 +1,7 @@
 """Per-stream state: feeds timing, token counting and segmenting, and builds the summary.
 
 Pure: it sees strings, numbers and `perf_counter()` readings, never an SDK object. The shell
-(`_openai`, `_proxy`) translates chunks into calls on a `StreamState`, and a finished state
+(`_chat`, `_proxy`) translates chunks into calls on a `StreamState`, and a finished state
 into one summary event (`_log`).
 """
 
@@ -179,7 +179,7 @@ class StreamState:
         self.chunk_count = 0
         self.tokens_total = 0  # tokens of the settled text (see Lane)
         # The one content lane while the stream keeps the common shape (one choice, text
-        # only): then `_openai.process_chunk` takes its short path. None otherwise.
+        # only): then `_chat.process_chunk` takes its short path. None otherwise.
         self.fast: Lane | None = None
         self.finish_reasons: dict[int, str] = {}
         self.choice_indexes: set[int] = set()

@@ -1,8 +1,11 @@
-"""The only module that reads and writes openai SDK objects.
+"""The chat-completions adapter: the only module that reads and rewrites chunk objects.
 
-It turns a `ChatCompletionChunk` into calls on the pure `StreamState`, writes the text the
-caller may see back into the chunk, and builds the rare synthetic chunks that carry text released
-at the end of a stream. Fields are read from the models' `__dict__` and, for extra fields and the
+It parses a `ChatCompletionChunk` into the events of the pure stream machine (`_machine`),
+writes the text the caller may see back into the chunk, and builds the rare synthetic chunks
+that carry text released at the end of a stream (`flush_chunks`). The drivers (`_proxy`) reach
+it as `run.adapter` (see `_adapter.Adapter`): a second protocol is a second module like this one.
+
+Fields are read from the models' `__dict__` and, for extra fields and the
 fields set, through `_pydantic` (pydantic 1 and 2 store them differently) directly: that is what
 pydantic stores, it works for chunks with missing keys, and it is several times cheaper than
 attribute access on the hot path.
@@ -12,9 +15,9 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import _machine as machine
+from ._adapter import DELIVER, ERROR, SKIP
 from ._machine import fast_text
 from ._pydantic import PYDANTIC_V1, copy_model, dump, extras, fields_set, set_extra
 from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
@@ -22,9 +25,6 @@ from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
 _CONTENT_ONLY = frozenset({"content"})
 _ONLY_CHOICE_0 = frozenset({0})
-
-
-DELIVER, SKIP, ERROR = 1, 0, 2
 
 
 def process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
@@ -309,64 +309,6 @@ def _choice_type() -> Any:
     from openai.types.chat.chat_completion_chunk import Choice
 
     return Choice
-
-
-# -- requests and responses -----------------------------------------------------------------
-
-
-def request_fields(client: Any, kwargs: dict[str, Any], stream: bool) -> dict[str, Any]:
-    """The static fields of the summary event for one request (no secrets, no content)."""
-    host: str | None = None
-    port: int | None = None
-    try:
-        parts = urlsplit(str(client.base_url))
-        host = parts.hostname
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except Exception:  # a client without a usable base_url: leave the fields out
-        pass
-    model = kwargs.get("model")
-    return {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider_name(client),
-        "gen_ai.request.model": model if isinstance(model, str) else None,
-        "server.address": host,
-        "server.port": port,
-        "streamtap.stream": stream,
-    }
-
-
-def endpoint_key(client: Any) -> str:
-    """Identifies an endpoint for per-endpoint memory (e.g. 'rejects stream_options')."""
-    try:
-        return str(client.base_url)
-    except Exception:
-        return ""
-
-
-def provider_name(client: Any) -> str:
-    for cls in type(client).__mro__:
-        if cls.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
-            return "azure.ai.openai"
-    return "openai"
-
-
-def response_meta(state: StreamState, response: Any) -> None:
-    """Record status and request id from an httpx(2) response."""
-    if response is None:
-        return
-    try:
-        state.status_code = response.status_code
-        headers = response.headers
-        state.request_id = headers.get("x-request-id") or headers.get("apim-request-id")
-    except Exception:  # not an httpx response (a user's own transport object)
-        pass
-
-
-def error_meta(state: StreamState, exc: BaseException) -> None:
-    """Status and request id of an `openai.APIStatusError`."""
-    response = getattr(exc, "response", None)
-    if response is not None and state.status_code is None:
-        response_meta(state, response)
 
 
 def record_completion(state: StreamState, completion: Any) -> None:
