@@ -29,7 +29,7 @@ from ._adapter import DELIVER, ERROR, SKIP, Adapter
 from ._endpoint import error_meta, response_meta
 from ._errors import internal_error, report_repeats
 from ._exceptions import ErrorObject, IncompleteStream, Stalled, StreamInterrupted
-from ._resume import CLOSE, Close
+from ._resume import CLOSE, Close, Plan
 from ._state import StreamState, delivered_text
 from ._watchdog import watchdog
 
@@ -338,46 +338,25 @@ def _sync_chunks(run: Run) -> Generator[Any, None, None]:
 
 async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
     state = run.state
-    src = _source(run.stream)
     hide = run.hide_usage
     debug = run.debug
-    watched = run.watched
-    loop = asyncio.get_running_loop()
-    if watched:
-        run.loop = loop
-        watchdog.watch(run)
     process = run.adapter.process_chunk
-    clock = _clock
+    reader = _reader(run, asyncio.get_running_loop())
     run.started = True
-    # With a word buffer, read ahead in a task so that a timer can release held text while
-    # the next chunk is late (see ReadAhead); without one, read directly.
-    buffered = state.resolved.policy is not None
-    reader = ReadAhead(run, src, loop) if buffered else None
     try:
         while True:
             try:
-                if reader is not None:
-                    # Chunks already read ahead are taken without awaiting anything.
-                    item = reader.take() if reader.buf else await reader.get(state)
-                    if item is None:  # the hold bound fired while waiting
-                        for c in _flush(run, clock()):
-                            yield c
-                        continue
-                    chunk, now = item
-                    if chunk is _END:
-                        raise StopAsyncIteration
-                    if chunk is _ERROR:
-                        raise now
-                else:
-                    if watched:
-                        run.reading = True
-                        try:
-                            chunk = await src.__anext__()
-                        finally:
-                            run.reading = False
-                    else:
-                        chunk = await src.__anext__()
-                    now = clock()
+                # Chunks already read ahead are taken without awaiting anything.
+                item = reader.take() if reader.buf else await reader.get(state)
+                if item is None:  # the hold bound fired while waiting
+                    for c in _flush(run, _clock()):
+                        yield c
+                    continue
+                chunk, now = item
+                if chunk is _END:
+                    raise StopAsyncIteration
+                if chunk is _ERROR:
+                    raise now
             except StopAsyncIteration:
                 exc = None
             except asyncio.CancelledError as err:
@@ -401,40 +380,19 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                 if deliver == SKIP:
                     continue
                 exc = run.adapter.error_object(chunk)
-            # The same steps as the sync driver's `_after_read_sync`, awaited.
-            flow = after_read(run, exc)
-            sent: Any = None
-            error: Exception | None = None
-            while True:
-                try:
-                    step = flow.send(sent) if error is None else flow.throw(error)
-                except StopIteration as stop:
-                    outcome = stop.value
-                    break
-                sent, error = None, None
-                if isinstance(step, list):
-                    for c in step:
-                        yield c
-                elif isinstance(step, Close):
-                    await aclose_quietly(run.stream)
-                else:
-                    try:
-                        sent = await step.resumer.recover_async(run, step.exc)
-                    except Exception as err:
-                        error = err
-            if outcome == DONE:
+            plan = Plan(after_read(run, exc))
+            async for c in _after_read_async(run, plan):
+                yield c
+            if plan.value == DONE:
                 break
-            if outcome == RESUMED:
-                src = _source(run.stream)
-                if reader is not None:
-                    reader = ReadAhead(run, src, loop)
+            if plan.value == RESUMED:
+                reader = _reader(run, reader.loop)
         for c in _flush(run):
             yield c
         run.finish_exhausted()
     except GeneratorExit:
         run.finish("cancelled", run.end_of_iteration())
-        if reader is not None:
-            reader.cancel()
+        reader.cancel()
         await aclose_quietly(run.stream)
         raise
     except BaseException as err:
@@ -443,8 +401,34 @@ async def _async_chunks(run: Run) -> AsyncGenerator[Any, None]:
         raise
     finally:
         run.reading = False
-        if reader is not None:
-            reader.cancel()
+        reader.cancel()
+
+
+def _reader(run: Run, loop: asyncio.AbstractEventLoop) -> ReadAhead | DirectRead:
+    """How the async driver reads `run.stream`: with a word buffer, ahead in a task, so that a
+    timer can release held text while the next chunk is late (see ReadAhead); else directly."""
+    src = _source(run.stream)
+    if run.watched and run.loop is None:
+        run.loop = loop
+        watchdog.watch(run)
+    if run.state.resolved.policy is not None:
+        return ReadAhead(run, src, loop)
+    return DirectRead(run, src, loop)
+
+
+async def _after_read_async(run: Run, plan: Plan) -> AsyncIterator[Any]:
+    """Carry out `after_read` in the async driver (its outcome is left in `plan.value`)."""
+    while (step := plan.next()) is not None:
+        if isinstance(step, list):
+            for c in step:
+                yield c
+        elif isinstance(step, Close):
+            await aclose_quietly(run.stream)
+        else:
+            try:
+                plan.sent = await step.resumer.recover_async(run, step.exc)
+            except Exception as err:
+                plan.error = err
 
 
 DONE, RESUMED, AGAIN = "done", "resumed", "again"
@@ -501,15 +485,8 @@ def after_read(run: Run, exc: Exception | None) -> AfterRead:
 
 def _after_read_sync(run: Run, exc: Exception | None) -> Generator[Any, None, str]:
     """Carry out `after_read` in the sync driver."""
-    flow = after_read(run, exc)
-    sent: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = flow.send(sent) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        sent, error = None, None
+    plan = Plan(after_read(run, exc))
+    while (step := plan.next()) is not None:
         if isinstance(step, list):
             yield from step
         elif isinstance(step, Close):
@@ -517,11 +494,12 @@ def _after_read_sync(run: Run, exc: Exception | None) -> Generator[Any, None, st
         else:
             run.resuming = True
             try:
-                sent = step.resumer.recover_sync(run, step.exc)
+                plan.sent = step.resumer.recover_sync(run, step.exc)
             except Exception as err:
-                error = err
+                plan.error = err
             finally:
                 run.resuming = False
+    return plan.value  # type: ignore[no-any-return]
 
 
 _END: Any = object()
@@ -623,6 +601,34 @@ class ReadAhead:
     def cancel(self) -> None:
         if not self.task.done():
             self.task.cancel()
+
+
+class DirectRead:
+    """Reads an async stream in the caller's task (no word buffer: nothing is ever held, so
+    nothing needs a timer). The same face as `ReadAhead`, with nothing read ahead: one
+    coroutine call per chunk more than an inline read, on the unbuffered path only."""
+
+    __slots__ = ("buf", "loop", "run", "src")
+
+    def __init__(self, run: Run, src: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.run = run
+        self.src = src
+        self.loop = loop
+        self.buf: tuple[()] = ()  # never anything read ahead
+
+    async def get(self, state: StreamState) -> tuple[Any, Any]:
+        run = self.run
+        run.reading = True  # (only the watchdog looks)
+        try:
+            return (await self.src.__anext__(), _clock())
+        finally:
+            run.reading = False
+
+    def take(self) -> tuple[Any, Any]:  # pragma: no cover - `buf` is always empty
+        raise IndexError("nothing read ahead")
+
+    def cancel(self) -> None:
+        pass
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

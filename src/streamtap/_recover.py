@@ -25,7 +25,7 @@ from ._chat_splice import Splice, stamp
 from ._endpoint import endpoint_key
 from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
 from ._proxy import DoneProbe, aclose_quietly, close_quietly
-from ._resume import CLOSE, Budget, Close, Failure, Send, Sleep, Step
+from ._resume import CLOSE, Budget, Close, Failure, Plan, Send, Sleep, Step
 from ._runtime import runtime
 from ._state import (
     CONTENT,
@@ -442,45 +442,33 @@ class Resumer:
 
     def recover_sync(self, run: Run, exc: BaseException) -> Source | None:
         """Carry out `plan` with blocking calls."""
-        flow = self.plan(run, exc)
-        sent: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = flow.send(sent) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            sent, error = None, None
+        plan = Plan(self.plan(run, exc))
+        while (step := plan.next()) is not None:
             if isinstance(step, Close):
                 close_quietly(run.stream)
             elif isinstance(step, Sleep):
                 time.sleep(step.seconds)
             else:
                 try:
-                    sent = _retrying_sync(step.create, step.args, step.kwargs)
+                    plan.sent = _retrying_sync(step.create, step.args, step.kwargs)
                 except Exception as err:
-                    error = err
+                    plan.error = err
+        return plan.value  # type: ignore[no-any-return]
 
     async def recover_async(self, run: Run, exc: BaseException) -> Source | None:
         """Carry out `plan` on the event loop (the same steps as `recover_sync`)."""
-        flow = self.plan(run, exc)
-        sent: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = flow.send(sent) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            sent, error = None, None
+        plan = Plan(self.plan(run, exc))
+        while (step := plan.next()) is not None:
             if isinstance(step, Close):
                 await aclose_quietly(run.stream)
             elif isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
             else:
                 try:
-                    sent = await _retrying_async(step.create, step.args, step.kwargs)
+                    plan.sent = await _retrying_async(step.create, step.args, step.kwargs)
                 except Exception as err:
-                    error = err
+                    plan.error = err
+        return plan.value  # type: ignore[no-any-return]
 
     def _give_up(self, run: Run, exc: BaseException, failure: Failure) -> None:
         """Not resumable: the original error surfaces, unless we changed what it means."""

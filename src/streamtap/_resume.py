@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 if TYPE_CHECKING:  # tenacity loads on the first resume, not at import
@@ -235,3 +236,27 @@ class Send:
 
 
 Step = Union[Close, Sleep, Send]
+
+
+class Plan:
+    """Steps a plan generator one step at a time, for a driver loop (sync or async) that carries
+    each step out and sets `sent` (the step's result) or `error` (what it raised) before asking
+    for the next; `value` is what the plan returned."""
+
+    __slots__ = ("error", "gen", "sent", "value")
+
+    def __init__(self, gen: Generator[Any, Any, Any]) -> None:
+        self.gen = gen
+        self.sent: Any = None
+        self.error: Exception | None = None
+        self.value: Any = None
+
+    def next(self) -> Any:
+        """The next step, or None once the plan has returned (or raised: that propagates)."""
+        sent, error = self.sent, self.error
+        self.sent = self.error = None
+        try:
+            return self.gen.send(sent) if error is None else self.gen.throw(error)
+        except StopIteration as stop:
+            self.value = stop.value
+            return None
