@@ -1,4 +1,4 @@
-"""What a protocol adapter offers the drivers (`_proxy`) and what they may ask of it.
+"""What a protocol adapter offers the drivers (`_drivers`) and what they may ask of it.
 
 An adapter is a module (`_chat` for chat completion chunks; the Responses API's events next):
 the only code that reads or rewrites the SDK's stream items. It parses an item into the

@@ -2,7 +2,7 @@
 
 It parses a `ChatCompletionChunk` into the events of the pure stream machine (`_machine`),
 writes the text the caller may see back into the chunk, and builds the rare synthetic chunks
-that carry text released at the end of a stream (`flush_chunks`). The drivers (`_proxy`) reach
+that carry text released at the end of a stream (`flush_chunks`). The drivers (`_drivers`) reach
 it as `run.adapter` (see `_adapter.Adapter`): a second protocol is a second module like this one.
 
 Fields are read from the models' `__dict__` and, for extra fields and the

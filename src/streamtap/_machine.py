@@ -2,7 +2,7 @@
 
 Sans-IO and protocol-neutral, like h11 and wsproto: a protocol adapter (`_chat` for chat
 completion chunks) parses what the SDK hands over into the events below and renders what they
-return; the drivers (`_proxy`) read, deliver and carry out the decisions. The machine's state is
+return; the drivers (`_drivers`) read, deliver and carry out the decisions. The machine's state is
 a `StreamState` (lanes with their segmenter and token counter, timing, usage, finish reasons).
 
 Events and what they return:

@@ -28,8 +28,9 @@ from ._chat import record_completion
 from ._endpoint import endpoint_key, request_fields, response_meta
 from ._errors import internal_error
 from ._options import Resolved
-from ._proxy import AsyncStreamProxy, ResponseProxy, Run, StreamProxy
+from ._proxy import AsyncStreamProxy, ResponseProxy, StreamProxy
 from ._recover import Resumer
+from ._run import Run
 from ._runtime import runtime
 from ._state import StreamState
 

@@ -24,8 +24,8 @@ from . import _resume
 from ._chat_splice import Splice, stamp
 from ._endpoint import endpoint_key
 from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
-from ._proxy import DoneProbe, aclose_quietly, close_quietly
 from ._resume import CLOSE, Budget, Close, Failure, Plan, Send, Sleep, Step
+from ._run import DoneProbe, aclose_quietly, close_quietly
 from ._runtime import runtime
 from ._state import (
     CONTENT,
@@ -37,7 +37,7 @@ from ._state import (
 
 if TYPE_CHECKING:
     from ._patch import _Call
-    from ._proxy import Run
+    from ._run import Run
 
 _clock = time.perf_counter
 

@@ -1,7 +1,7 @@
 """Per-stream state: feeds timing, token counting and segmenting, and builds the summary.
 
 Pure: it sees strings, numbers and `perf_counter()` readings, never an SDK object. The shell
-(`_chat`, `_proxy`) translates chunks into calls on a `StreamState`, and a finished state
+(`_chat`, `_drivers`) translates chunks into calls on a `StreamState`, and a finished state
 into one summary event (`_log`).
 """
 
