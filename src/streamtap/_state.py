@@ -423,6 +423,30 @@ class StreamState:
         indexes = self.choice_indexes | {ln.index for ln in self.lanes.values()}
         ev["streamtap.choices"] = len(indexes) if indexes else None
 
+        completion, reasoning = self._usage_fields(ev, counted)
+        counted = self._token_fields(ev, counted, completion, reasoning)
+        output_tokens = completion if completion is not None else counted
+        decode = ev.get("streamtap.decode_duration")
+        if output_tokens and decode:
+            ev["streamtap.output_tokens_per_second"] = output_tokens / decode
+            if output_tokens > 1:
+                ev["streamtap.time_per_output_token"] = decode / (output_tokens - 1)
+        self._buffering_fields(ev)
+        ev["streamtap.retries"] = self.retries
+        if self.internal_errors:
+            ev["streamtap.internal_errors"] = sum(self.internal_errors.values())
+        if self.resume_strategy is not None:
+            ev["streamtap.resume.strategy"] = self.resume_strategy
+        if self.attempts:
+            ev["streamtap.attempts"] = self.attempts
+        if o.log_content:
+            ev["streamtap.content.output"] = self.output_text()
+            ev["streamtap.content.input"] = self.input_messages
+        return ev
+
+    def _usage_fields(self, ev: dict[str, Any], counted: int | None) -> tuple[int | None, int]:
+        """The server's usage summed over attempts (else streamtap's count as the output
+        tokens); returns (completion tokens, reasoning tokens) as the server billed them."""
         usage = self.total_usage()
         completion: int | None = None
         reasoning = 0
@@ -439,6 +463,13 @@ class StreamState:
         elif counted is not None:
             ev["gen_ai.usage.output_tokens"] = counted
             ev["streamtap.usage.source"] = "streamtap"
+        return completion, reasoning
+
+    def _token_fields(
+        self, ev: dict[str, Any], counted: int | None, completion: int | None, reasoning: int
+    ) -> int | None:
+        """streamtap's own count, its source and its difference from the bill; returns the
+        count the event reports (the server's per-chunk count when logprobs gave one)."""
         if self.exact_tokens:
             counted = self.exact_tokens
             ev["streamtap.tokens.counted"] = counted
@@ -458,14 +489,9 @@ class StreamState:
             )
             billed_text = completion if streamed_reasoning else completion - reasoning
             ev["streamtap.tokens.diff"] = counted - billed_text
+        return counted
 
-        output_tokens = completion if completion is not None else counted
-        decode = ev.get("streamtap.decode_duration")
-        if output_tokens and decode:
-            ev["streamtap.output_tokens_per_second"] = output_tokens / decode
-            if output_tokens > 1:
-                ev["streamtap.time_per_output_token"] = decode / (output_tokens - 1)
-
+    def _buffering_fields(self, ev: dict[str, Any]) -> None:
         ev["streamtap.buffering.mode"] = self.resolved.mode
         hold_max = 0.0
         hold_sum = 0.0
@@ -479,17 +505,6 @@ class StreamState:
         if hold_n:
             ev["streamtap.buffering.hold_max"] = hold_max
             ev["streamtap.buffering.hold_mean"] = hold_sum / hold_n
-        ev["streamtap.retries"] = self.retries
-        if self.internal_errors:
-            ev["streamtap.internal_errors"] = sum(self.internal_errors.values())
-        if self.resume_strategy is not None:
-            ev["streamtap.resume.strategy"] = self.resume_strategy
-        if self.attempts:
-            ev["streamtap.attempts"] = self.attempts
-        if o.log_content:
-            ev["streamtap.content.output"] = self.output_text()
-            ev["streamtap.content.input"] = self.input_messages
-        return ev
 
     def output_text(self) -> dict[str, str] | str:
         """Delivered text per lane ("0.content", ...); a plain str for the one-choice case."""
