@@ -1,9 +1,9 @@
 """Loopback servers for the benchmarks: `streamtap.testing.FakeServer`, in its own process.
 
 The server runs in a separate process so that its CPU time and instructions are never counted
-as the client's. It loads `testing.py` straight from the checkout (standard library only), so it
-works in any venv and does not need streamtap's dependencies. One FakeServer (one port) per
-stream length, each answering every request with the same `Reply(raw=...)` body::
+as the client's. It loads the `testing/` package straight from the checkout (standard library
+only), so it works in any venv and does not need streamtap's dependencies. One FakeServer (one
+port) per stream length, each answering every request with the same `Reply(raw=...)` body::
 
     python _server.py --sizes 100,1100 [--delay 0.01] [--first-delay 0.2] [--max-seconds 900]
 
@@ -38,11 +38,17 @@ sys.path.insert(0, str(HERE))
 
 import _sse  # noqa: E402
 
-TESTING = HERE.parent / "src" / "streamtap" / "testing.py"
+TESTING = HERE.parent / "src" / "streamtap" / "testing"
 
 
 def load_testing() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_streamtap_testing_bench", TESTING)
+    # Loaded as a top-level package of its own: its modules import each other relatively and
+    # only the standard library, so streamtap's own __init__ (and its dependencies) never runs.
+    spec = importlib.util.spec_from_file_location(
+        "_streamtap_testing_bench",
+        TESTING / "__init__.py",
+        submodule_search_locations=[str(TESTING)],
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

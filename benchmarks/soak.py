@@ -470,11 +470,8 @@ def _streamtap_objects() -> int:
         if (
             isinstance(module, str)
             and module.startswith("streamtap.")
-            and module
-            not in (
-                "streamtap.testing",
-                "streamtap._options",
-            )
+            and not module.startswith("streamtap.testing")
+            and module != "streamtap._options"
         ):
             count += 1
     return count
