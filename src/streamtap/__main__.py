@@ -8,8 +8,12 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamtap.testing import FakeServer
 
 DEMO_EVENTS = "streamtap-demo-events.jsonl"
 
@@ -180,66 +184,81 @@ def _offline_demo(args: argparse.Namespace, tee: _Tee) -> None:
     import openai
 
     import streamtap
-    from streamtap import _tokens
-    from streamtap.testing import FakeServer, Fault, Reply
+    from streamtap.testing import FakeServer
 
     model = args.model or "gpt-4o-mini"
-    factory = _tokens.counter_factory(model)
-
-    def count(text: str) -> int:  # the server bills with the model's own tokenizer
-        counter = factory.new()
-        return counter.feed(text) + counter.finish()
-
     delay = 0.0 if args.fast else 0.03
-    with FakeServer(token_counter=count, answer_length=70) as server:
+    with FakeServer(token_counter=_billing_counter(model), answer_length=70) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="demo-key", max_retries=0)
         streamtap.instrument(client)
         print(f"streamtap demo: embedded server at {server.base_url} (no network, no API key)")
+        _demo_boundaries(server, client, model, delay, tee)
+        _demo_faults(server, client, model, delay, tee)
 
-        server.enqueue(
-            Reply(
-                text="Streaming word by word: the caller never sees half a word, even when "
-                "the server splits the text into odd three-character pieces. Emoji stay "
-                "whole too: 👩‍👩‍👧 🇫🇷 👍🏽.",
-                chunk_size=3,
-                delay=delay,
-                model=model,
-            )
+
+def _billing_counter(model: str) -> Callable[[str], int]:
+    """Counts a text's tokens with the model's own tokenizer, as the server bills them."""
+    from streamtap import _tokens
+
+    factory = _tokens.counter_factory(model)
+
+    def count(text: str) -> int:
+        counter = factory.new()
+        return counter.feed(text) + counter.finish()
+
+    return count
+
+
+def _demo_boundaries(server: FakeServer, client: Any, model: str, delay: float, tee: _Tee) -> None:
+    """Odd-sized pieces of text (words, emoji, CJK) reach the caller on whole boundaries."""
+    from streamtap.testing import Reply
+
+    server.enqueue(
+        Reply(
+            text="Streaming word by word: the caller never sees half a word, even when "
+            "the server splits the text into odd three-character pieces. Emoji stay "
+            "whole too: 👩‍👩‍👧 🇫🇷 👍🏽.",
+            chunk_size=3,
+            delay=delay,
+            model=model,
         )
-        _ask(client, model, "Explain word buffering", "server sends 3-character pieces", tee)
-
-        server.enqueue(
-            Reply(
-                text="流式输出不会卡住：每个汉字都是一个边界。日本語も大丈夫です。",
-                chunk_size=2,
-                delay=delay,
-                model=model,
-            )
+    )
+    _ask(client, model, "Explain word buffering", "server sends 3-character pieces", tee)
+    server.enqueue(
+        Reply(
+            text="流式输出不会卡住：每个汉字都是一个边界。日本語も大丈夫です。",
+            chunk_size=2,
+            delay=delay,
+            model=model,
         )
-        _ask(client, model, "And Chinese and Japanese?", "no spaces to wait for", tee)
+    )
+    _ask(client, model, "And Chinese and Japanese?", "no spaces to wait for", tee)
 
-        server.enqueue(Reply.model_mode(delay=delay, model=model, fault=Fault.cut(after_events=25)))
+
+def _demo_faults(server: FakeServer, client: Any, model: str, delay: float, tee: _Tee) -> None:
+    """A cut connection is resumed; a stalled one ends on the idle timeout."""
+    import streamtap
+    from streamtap.testing import Fault, Reply
+
+    server.enqueue(Reply.model_mode(delay=delay, model=model, fault=Fault.cut(after_events=25)))
+    _ask(
+        client,
+        model,
+        "What happens if the connection drops?",
+        "the server cuts the connection after 25 chunks; streamtap resumes",
+        tee,
+    )
+    server.enqueue(
+        Reply.model_mode(delay=delay, model=model, fault=Fault.stall(after_events=15, seconds=30))
+    )
+    with streamtap.options(idle_timeout=1.0):
         _ask(
             client,
             model,
-            "What happens if the connection drops?",
-            "the server cuts the connection after 25 chunks; streamtap resumes",
+            "And if the server just goes quiet?",
+            "the server stalls after 15 chunks; idle_timeout=1s",
             tee,
         )
-
-        server.enqueue(
-            Reply.model_mode(
-                delay=delay, model=model, fault=Fault.stall(after_events=15, seconds=30)
-            )
-        )
-        with streamtap.options(idle_timeout=1.0):
-            _ask(
-                client,
-                model,
-                "And if the server just goes quiet?",
-                "the server stalls after 15 chunks; idle_timeout=1s",
-                tee,
-            )
 
 
 if __name__ == "__main__":

@@ -82,6 +82,21 @@ class PrometheusMetrics:
             raise ImportError(_INSTALL_HINT) from exc
         reg = prom.REGISTRY if registry is None else registry
         common: dict[str, Any] = {"namespace": namespace, "registry": reg}
+        self._add_histograms(
+            prom, common, ttft_buckets, duration_buckets, tpot_buckets, tokens_per_second_buckets
+        )
+        self._add_counters(prom, common)
+
+    def _add_histograms(
+        self,
+        prom: Any,
+        common: dict[str, Any],
+        ttft_buckets: Sequence[float],
+        duration_buckets: Sequence[float],
+        tpot_buckets: Sequence[float],
+        tokens_per_second_buckets: Sequence[float],
+    ) -> None:
+        """The timing histograms: one observation per stream."""
         self._ttft = prom.Histogram(
             "time_to_first_token_seconds",
             "Request start to the first chunk with text, reasoning, refusal or a tool call.",
@@ -110,6 +125,9 @@ class PrometheusMetrics:
             buckets=tokens_per_second_buckets,
             **common,
         )
+
+    def _add_counters(self, prom: Any, common: dict[str, Any]) -> None:
+        """The counters: tokens, streams, errors, retries and resumed streams."""
         self._tokens = prom.Counter(
             "tokens", "Tokens used, by type (input, output).", (*_LABELS, "type"), **common
         )
