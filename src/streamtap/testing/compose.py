@@ -118,6 +118,16 @@ class AnswerMemory:
 
 
 @dataclass(frozen=True)
+class _Asked:
+    """What request *number* asks for, as composition reads it."""
+
+    body: Mapping[str, Any]
+    messages: list[Mapping[str, Any]]
+    model: str
+    number: int
+
+
+@dataclass(frozen=True)
 class Composer:
     """The server's settings that shape an answer, read once per request."""
 
@@ -136,11 +146,12 @@ class Composer:
             if isinstance(m, Mapping)
         ]
         model = str(body.get("model") or DEFAULT_MODEL)
+        asked = _Asked(body, messages, model, number)
         limit = _token_limit(body)
         chunk = _chunker(reply)
         choices = []
         for index in range(_choice_count(reply, body)):
-            text, pieces = self._choice_text(reply, body, messages, model, index, number)
+            text, pieces = self._choice_text(reply, asked, index)
             choices.append(_limited_choice(reply, text, pieces, limit, counter))
         content = _Content(
             id=reply.id or f"chatcmpl-{hashlib.sha256(f'id:{number}'.encode()).hexdigest()[:29]}",
@@ -160,18 +171,10 @@ class Composer:
         )
         return content
 
-    def _choice_text(
-        self,
-        reply: Reply,
-        body: Mapping[str, Any],
-        messages: list[Mapping[str, Any]],
-        model: str,
-        index: int,
-        number: int,
-    ) -> tuple[str | None, list[str]]:
+    def _choice_text(self, reply: Reply, asked: _Asked, index: int) -> tuple[str | None, list[str]]:
         """One choice's whole text and its deltas, before any token limit."""
         if reply.is_model_mode:
-            return self._model_text(reply, body, messages, model, index, number)
+            return self._model_text(reply, asked, index)
         if reply.pieces is not None:
             pieces = [p for p in reply.pieces if p]
             return "".join(pieces), pieces
@@ -182,16 +185,9 @@ class Composer:
             return text, _chunker(reply)(text)
         return None, []
 
-    def _model_text(
-        self,
-        reply: Reply,
-        body: Mapping[str, Any],
-        messages: list[Mapping[str, Any]],
-        model: str,
-        choice: int,
-        number: int,
-    ) -> tuple[str, list[str]]:
+    def _model_text(self, reply: Reply, asked: _Asked, choice: int) -> tuple[str, list[str]]:
         """Model-mode text and deltas for one choice (the continuation, for prefill)."""
+        body, messages, model, number = asked.body, asked.messages, asked.model, asked.number
         seed = body.get("seed")
         length = reply.length if reply.length is not None else self.answer_length
         chunk = _chunker(reply)
