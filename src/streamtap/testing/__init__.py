@@ -29,11 +29,28 @@ the whole planned body and how many bytes of it went out, so a test can check a 
 against exactly what the server sent. A ``responder`` callable can pick each request's reply
 (e.g. by its messages) instead of the FIFO queue, for many concurrent clients.
 
-Only the standard library is used.
+Only the standard library is used. The package's modules, from the socket inward:
+``server`` (:class:`FakeServer`: the event loop thread, connections, queue and records),
+``connection`` (one client connection: reads, paced writes, aborts), ``http`` (request parsing,
+response framing with pacing and transport faults), ``plans`` (what each route answers, request
+validation), ``compose`` (an answer's content from a reply and the request), ``bodies`` (its
+chunk or completion JSON), ``sse`` (event framing, faults that rewrite events), ``answers``
+(model-mode text, tokenizer, chunking), ``faults``, ``replies``, ``records`` and ``headers``.
 """
 
 from __future__ import annotations
 
+from .answers import DEFAULT_MODEL, estimate_tokens, generate_answer, split_tokens
+from .answers import TokenCounter as TokenCounter
+from .faults import Fault
+from .faults import FaultKind as FaultKind
+from .headers import HeaderValue as HeaderValue
+from .records import RecordedRequest, RecordedResponse
+from .replies import Reply, load_cassettes
+from .server import FakeServer
+
+# Also importable from here (``X as X`` above), as when this package was one module: the
+# type aliases TokenCounter, FaultKind and HeaderValue.
 __all__ = [
     "DEFAULT_MODEL",
     "FakeServer",
@@ -46,9 +63,3 @@ __all__ = [
     "load_cassettes",
     "split_tokens",
 ]
-
-from .answers import DEFAULT_MODEL, estimate_tokens, generate_answer, split_tokens
-from .faults import Fault
-from .records import RecordedRequest, RecordedResponse
-from .replies import Reply, load_cassettes
-from .server import FakeServer

@@ -349,6 +349,8 @@ def _truncate(text: str, limit: int, counter: TokenCounter) -> tuple[str, bool]:
 
 
 # --------------------------------------------------------------------------------------------
+# Prefill continuation
+# --------------------------------------------------------------------------------------------
 
 
 def _prefill_prefix(body: Mapping[str, Any]) -> str | None:
