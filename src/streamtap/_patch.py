@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import openai
@@ -486,20 +487,22 @@ def _senders(wrapped: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]
     return first, _post_as_create(wrapped, args, kwargs, _without_raw_marker(options))
 
 
-def _sync_post(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    call = _chat_stream_post(instance, args, kwargs)
-    if call is None:
-        return wrapped(*args, **kwargs)
-    first, follow = _senders(wrapped, args, kwargs)
-    return _send_sync(call, first, (), follow)
+def _post_wrapper(send: Callable[..., Any]) -> Callable[[Any, Any, Any, Any], Any]:
+    """The wrapper of a client's low-level `post`: streamed chat completions that did not come
+    through `create` (litellm) are sent by `send` (`_send_sync` or `_send_async`)."""
+
+    def post(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        call = _chat_stream_post(instance, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        first, follow = _senders(wrapped, args, kwargs)
+        return send(call, first, (), follow)
+
+    return post
 
 
-def _async_post(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    call = _chat_stream_post(instance, args, kwargs)
-    if call is None:
-        return wrapped(*args, **kwargs)
-    first, follow = _senders(wrapped, args, kwargs)
-    return _send_async(call, first, (), follow)
+_sync_post = _post_wrapper(_send_sync)
+_async_post = _post_wrapper(_send_async)
 
 
 def _adopt(call: _Call, result: Any, create: Any, args: Any) -> Any:
