@@ -15,15 +15,38 @@ that was reading at two wake-ups with no chunk in between has waited at least th
 them. A stall is declared once that exceeds the timeout, so never early, and at most one
 wake-up (a quarter of the timeout) late. Nothing on the hot path: no clock reads (and for sync
 streams no flag either).
+
+A read can be "in flight" with its answer already here: an event loop busy elsewhere has not
+run the read yet, or the whole process was frozen (a long garbage collection, a C extension
+holding the GIL, a suspended machine). That is the client being late, not the server, and a
+needless resume costs a request. So before shutting a socket the watchdog checks (`_settle`):
+
+- bytes (or the end of the connection) waiting in the socket: not a stall, the wait is timed
+  again from now. A non-blocking poll of the descriptor, never a read: `recv(MSG_PEEK |
+  MSG_DONTWAIT)` on a Python socket with a timeout first waits up to that timeout, an
+  `SSLSocket` refuses flags and asyncio's `TransportSocket` has no `recv`. (On TLS the bytes are
+  ciphertext: still "the server sent something".)
+- async streams are settled on their own event loop, so the check runs only once the loop is
+  free again; and a few loop iterations later once more (`_HOPS`), by which time a read whose
+  data an upper layer (asyncio's transport, anyio, TLS) had already taken off the socket has
+  run and counted its chunk.
+- a wake-up of the thread itself that comes much later than asked means the process was not
+  running: that time counts for no stream (`_frozen`).
+
+The thread never blocks and never raises: a failure is logged once per stream (`_errors`).
 """
 
 from __future__ import annotations
 
+import select
 import socket
+import sys
 import threading
 import time
 import weakref
 from typing import Any, Protocol
+
+from ._errors import internal_error
 
 
 class Watched(Protocol):
@@ -32,6 +55,7 @@ class Watched(Protocol):
     idle_timeout: float | None
     first_chunk_timeout: float | None
     loop: Any
+    state: Any  # its `internal_errors` tally: the watchdog's failures are logged once a stream
 
     def waiting(self) -> bool: ...  # a read from the server is in flight
 
@@ -43,13 +67,16 @@ class Watched(Protocol):
 
 _clock = time.perf_counter
 
+Mark = tuple[int, float]  # (the run's progress, since when it has been waiting at it)
+_SETTLING: Mark = (-1, 0.0)  # the run's event loop is deciding (see _settle_on_loop)
+_HOPS = 3  # loop iterations an async stream gets to count data already taken off its socket
+_WHERE = "watching for stalls"
+
 
 class Watchdog:
     def __init__(self) -> None:
-        # run -> (its progress, when the thread first saw it reading at that progress)
-        self._runs: weakref.WeakKeyDictionary[Any, tuple[int, float] | None] = (
-            weakref.WeakKeyDictionary()
-        )
+        # run -> its Mark while it waits, None while it does not, _SETTLING while its loop decides
+        self._runs: weakref.WeakKeyDictionary[Any, Mark | None] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,44 +103,143 @@ class Watchdog:
             self._runs.pop(run, None)
 
     def _loop(self) -> None:
+        last = _clock()
         while True:
-            self._wake.wait(self._tick)
+            tick = self._tick
+            self._wake.wait(tick)
             self._wake.clear()
             now = _clock()
-            with self._lock:
-                runs = list(self._runs.items())
-            seen: dict[Any, tuple[int, float] | None] = {}
-            for run, mark in runs:
-                if run.stalled or not run.waiting():
-                    seen[run] = None
-                    continue
-                progress = run.progress()
-                if mark is None or mark[0] != progress:
-                    seen[run] = (progress, now)  # (a new) wait: time it from here
-                    continue
-                limit = run.idle_timeout if run.got_chunk else run.first_chunk_timeout
-                if limit is not None and now - mark[1] > limit:
-                    run.stalled = True
-                    seen[run] = None
-                    abort(run.stream, run.loop)
-            with self._lock:
-                for run, mark in seen.items():
-                    if run in self._runs:
-                        self._runs[run] = mark
+            frozen = _frozen(now - last, tick)
+            last = now
+            try:
+                self._round(now, frozen)
+            except Exception as exc:  # the thread must live on: log once per process
+                _report(exc, _thread_errors)
 
+    def _round(self, now: float, frozen: float) -> None:
+        """One wake-up: time every run's wait; settle those past their timeout."""
+        with self._lock:
+            runs = list(self._runs.items())
+        seen: dict[Any, Mark | None] = {}
+        due: list[Any] = []
+        for run, mark in runs:
+            if mark is _SETTLING:
+                continue  # its loop writes the outcome
+            if mark is not None and frozen:
+                mark = (mark[0], mark[1] + frozen)
+            try:
+                seen[run] = _timed(run, mark, now)
+            except Exception as exc:
+                seen[run] = None
+                _report(exc, _errors_of(run))
+            if seen[run] is _SETTLING:
+                due.append(run)
+        with self._lock:
+            for run, mark in seen.items():
+                if run in self._runs:
+                    self._runs[run] = mark
+        for run in due:  # after the marks are written: settling may re-arm at once
+            self._settle_soon(run)
 
-def abort(stream: Any, loop: Any = None) -> None:
-    """Shut down the stream's socket so that a blocked read returns immediately."""
-    sock = _socket_of(stream)
-    if sock is None:
-        return
-    if loop is not None:
+    def _settle_soon(self, run: Any) -> None:
+        """Settle a run past its timeout: on its event loop (async), else right here."""
+        loop = run.loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._settle_on_loop, weakref.ref(run), _HOPS)
+                return
+            except RuntimeError:  # the loop is closed: nothing will read, settle from here
+                pass
+        self._settle(run, 0)
+
+    def _settle_on_loop(self, ref: weakref.ref[Any], hops: int) -> None:
+        run = ref()
+        if run is not None:
+            self._settle(run, hops)
+
+    def _settle(self, run: Any, hops: int) -> None:
+        """A run waited past its timeout: shut its socket, unless the client is late."""
         try:
-            loop.call_soon_threadsafe(_shutdown, sock)
+            with self._lock:
+                mark = self._runs.get(run)
+            if mark is not _SETTLING:
+                return  # no longer watched, or watched anew
+            sock = _socket_of(run.stream)
+            if run.stalled or not run.waiting():
+                self._mark(run, None)
+            elif sock is not None and _input_waiting(sock):
+                self._mark(run, (run.progress(), _clock()))  # the reader is late: time anew
+            elif hops:
+                # Data an upper layer already took off the socket is read by callbacks queued
+                # before this one: look again after them.
+                progress = run.progress()
+                run.loop.call_soon(self._settle_hop, weakref.ref(run), progress, hops - 1)
+            else:
+                run.stalled = True
+                self._mark(run, None)
+                if sock is not None:
+                    _shutdown(sock)
+        except Exception as exc:
+            self._mark(run, None)
+            _report(exc, _errors_of(run))
+
+    def _settle_hop(self, ref: weakref.ref[Any], progress: int, hops: int) -> None:
+        run = ref()
+        if run is None:
             return
-        except RuntimeError:  # the loop is closed: shut down from here
-            pass
-    _shutdown(sock)
+        try:
+            moved = run.progress() != progress
+        except Exception as exc:
+            moved = True
+            _report(exc, _errors_of(run))
+        if moved:  # a chunk came (the next wait is timed anew)
+            self._mark(run, None)
+        else:
+            self._settle(run, hops)
+
+    def _mark(self, run: Any, mark: Mark | None) -> None:
+        with self._lock:
+            if run in self._runs:
+                self._runs[run] = mark
+
+
+def _timed(run: Any, mark: Mark | None, now: float) -> Mark | None:
+    """The run's new mark; `_SETTLING` once it has waited past its timeout."""
+    if run.stalled or not run.waiting():
+        return None
+    progress = run.progress()
+    if mark is None or mark[0] != progress:
+        return (progress, now)  # (a new) wait: time it from here
+    limit = run.idle_timeout if run.got_chunk else run.first_chunk_timeout
+    if limit is not None and now - mark[1] > limit:
+        return _SETTLING
+    return mark
+
+
+def _frozen(gap: float, tick: float) -> float:
+    """How long the process did not run, judged by a wake-up `gap` asked to be `tick`.
+
+    Jitter of up to a tick (or 50 ms) is a busy machine and still counts as waiting.
+    """
+    late = gap - tick
+    return late if late > max(tick, 0.05) else 0.0
+
+
+def _input_waiting(sock: Any) -> bool:
+    """Bytes (or the end of the connection, or an error) wait in the socket, unread.
+
+    A poll with timeout 0 on the descriptor: never blocks, never consumes. A closed socket
+    (no descriptor) counts too: it is an end the reader will see, not a stall.
+    """
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    if sys.platform == "win32" or not hasattr(select, "poll"):
+        readable, _, _ = select.select([fd], [], [], 0)
+        return bool(readable)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 def _shutdown(sock: Any) -> None:
@@ -131,6 +257,24 @@ def _socket_of(stream: Any) -> Any:
     except Exception:
         return None
     return sock if callable(getattr(sock, "shutdown", None)) else None
+
+
+_thread_errors: dict[str, int] = {}  # failures outside any one stream: logged once per process
+
+
+def _errors_of(run: Any) -> dict[str, int]:
+    counts = getattr(getattr(run, "state", None), "internal_errors", None)
+    return counts if isinstance(counts, dict) else _thread_errors
+
+
+def _report(exc: Exception, counts: dict[str, int]) -> None:
+    """Log an internal failure (once per tally). Never raises, even in strict mode: this runs
+    on the watchdog's thread or as an event-loop callback, where an exception helps nobody (the
+    ERROR record is what the test suite sees)."""
+    try:
+        internal_error(_WHERE, exc, counts)
+    except Exception:
+        pass
 
 
 watchdog = Watchdog()
