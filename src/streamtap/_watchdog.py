@@ -121,7 +121,7 @@ class Watchdog:
         with self._lock:
             runs = list(self._runs.items())
         seen: dict[Any, Mark | None] = {}
-        due: list[Any] = []
+        due: list[tuple[Any, int]] = []
         for run, mark in runs:
             if mark is _SETTLING:
                 continue  # its loop writes the outcome
@@ -132,48 +132,48 @@ class Watchdog:
             except Exception as exc:
                 seen[run] = None
                 _report(exc, _errors_of(run))
-            if seen[run] is _SETTLING:
-                due.append(run)
+            if seen[run] is _SETTLING and mark is not None:
+                due.append((run, mark[0]))
         with self._lock:
             for run, mark in seen.items():
                 if run in self._runs:
                     self._runs[run] = mark
-        for run in due:  # after the marks are written: settling may re-arm at once
-            self._settle_soon(run)
+        for run, progress in due:  # after the marks are written: settling may re-arm at once
+            self._settle_soon(run, progress)
 
-    def _settle_soon(self, run: Any) -> None:
+    def _settle_soon(self, run: Any, progress: int) -> None:
         """Settle a run past its timeout: on its event loop (async), else right here."""
         loop = run.loop
         if loop is not None:
             try:
-                loop.call_soon_threadsafe(self._settle_on_loop, weakref.ref(run), _HOPS)
+                loop.call_soon_threadsafe(self._settle_later, weakref.ref(run), progress, _HOPS)
                 return
             except RuntimeError:  # the loop is closed: nothing will read, settle from here
                 pass
-        self._settle(run, 0)
+        self._settle(run, progress, 0)
 
-    def _settle_on_loop(self, ref: weakref.ref[Any], hops: int) -> None:
+    def _settle_later(self, ref: weakref.ref[Any], progress: int, hops: int) -> None:
         run = ref()
         if run is not None:
-            self._settle(run, hops)
+            self._settle(run, progress, hops)
 
-    def _settle(self, run: Any, hops: int) -> None:
-        """A run waited past its timeout: shut its socket, unless the client is late."""
+    def _settle(self, run: Any, progress: int, hops: int) -> None:
+        """`run` has waited past its timeout at `progress`: shut its socket, unless the client
+        is late. `hops`: loop iterations to wait for a read that has its data already."""
         try:
             with self._lock:
                 mark = self._runs.get(run)
             if mark is not _SETTLING:
                 return  # no longer watched, or watched anew
             sock = _socket_of(run.stream)
-            if run.stalled or not run.waiting():
-                self._mark(run, None)
+            if run.stalled or not run.waiting() or run.progress() != progress:
+                self._mark(run, None)  # a chunk came after all: the next wait is timed anew
             elif sock is not None and _input_waiting(sock):
-                self._mark(run, (run.progress(), _clock()))  # the reader is late: time anew
+                self._mark(run, (progress, _clock()))  # the reader is late: time anew
             elif hops:
                 # Data an upper layer already took off the socket is read by callbacks queued
                 # before this one: look again after them.
-                progress = run.progress()
-                run.loop.call_soon(self._settle_hop, weakref.ref(run), progress, hops - 1)
+                run.loop.call_soon(self._settle_later, weakref.ref(run), progress, hops - 1)
             else:
                 run.stalled = True
                 self._mark(run, None)
@@ -182,20 +182,6 @@ class Watchdog:
         except Exception as exc:
             self._mark(run, None)
             _report(exc, _errors_of(run))
-
-    def _settle_hop(self, ref: weakref.ref[Any], progress: int, hops: int) -> None:
-        run = ref()
-        if run is None:
-            return
-        try:
-            moved = run.progress() != progress
-        except Exception as exc:
-            moved = True
-            _report(exc, _errors_of(run))
-        if moved:  # a chunk came (the next wait is timed anew)
-            self._mark(run, None)
-        else:
-            self._settle(run, hops)
 
     def _mark(self, run: Any, mark: Mark | None) -> None:
         with self._lock:
