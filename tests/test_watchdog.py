@@ -199,3 +199,40 @@ def test_a_slow_sync_caller_is_not_resumed(server: FakeServer, events: Any) -> N
     assert text == TEXT
     assert len(server.requests) == 1
     assert events.one()["streamtap.retries"] == 0
+
+
+# ---- the watchdog's own failures -----------------------------------------------------------
+
+
+def test_a_failure_inside_the_watchdog_is_logged_once_and_the_stream_goes_on(
+    server: FakeServer, events: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """streamtap's own bug in the watchdog (here: its socket check raising) is logged once for
+    the stream, raised into no one (strict mode included: it runs on the watchdog's thread), and
+    neither the stream nor the watchdog stops; a later stall is still detected."""
+    from streamtap import _watchdog
+
+    def broken(sock: Any) -> bool:
+        raise RuntimeError("broken check")
+
+    monkeypatch.setattr(_watchdog, "_input_waiting", broken)
+    server.enqueue(Reply(text=TEXT, fault=Fault.stall(after_events=3, seconds=1.2)))
+    client = _client(server, idle_timeout=0.2)
+    text = "".join(
+        _delta(c) for c in client.chat.completions.create(model="m", messages=MSG, stream=True)
+    )
+    assert text == TEXT
+    assert len(server.requests) == 1  # not resumed: the check failed, so no verdict
+    errors = events.errors()
+    assert [r.getMessage().split(":")[0] for r in errors] == [
+        "streamtap internal error in watching for stalls"
+    ]
+    assert any("times in this stream" in r.getMessage() for r in events.records)
+    monkeypatch.undo()
+    server.enqueue(Reply(text=TEXT, fault=Fault.stall(after_events=3, seconds=30)))
+    server.enqueue(Reply(text=TEXT))
+    text = "".join(
+        _delta(c) for c in client.chat.completions.create(model="m", messages=MSG, stream=True)
+    )
+    assert text == TEXT
+    assert events.summaries[-1]["streamtap.attempts"][0]["cause"] == "stall"
