@@ -13,7 +13,8 @@ ask for the next chunk is never mistaken for a stalled server.
 The thread wakes a few times per timeout, not per chunk, and times the waits itself: a stream
 that was reading at two wake-ups with no chunk in between has waited at least the time between
 them. A stall is declared once that exceeds the timeout, so never early, and at most one
-wake-up (a quarter of the timeout) late. Nothing on the hot path: no clock reads (and for sync
+wake-up (a quarter of the timeout) late, or, for an async stream, when its event loop is next
+free. Nothing on the hot path: no clock reads (and for sync
 streams no flag either).
 
 A read can be "in flight" with its answer already here: an event loop busy elsewhere has not
@@ -68,7 +69,7 @@ class Watched(Protocol):
 _clock = time.perf_counter
 
 Mark = tuple[int, float]  # (the run's progress, since when it has been waiting at it)
-_SETTLING: Mark = (-1, 0.0)  # the run's event loop is deciding (see _settle_on_loop)
+_SETTLING: Mark = (-1, 0.0)  # past its timeout: being settled (see Watchdog._settle)
 _HOPS = 3  # loop iterations an async stream gets to count data already taken off its socket
 _WHERE = "watching for stalls"
 
