@@ -66,10 +66,7 @@ MODEL = "gpt-4o-mini"
 
 # Kinds whose correct handling (as issue 14 states it) is being implemented elsewhere: run only
 # with --pending / SoakConfig.pending, so the default run stays green until those fixes land.
-PENDING = {
-    "error_object_early": "found by the soak: a second {'object': 'error'} chunk before any "
-    "content ends the stream cleanly with no text (tests/test_soak.py regression tests)",
-}
+PENDING: dict[str, str] = {}  # kind -> why it is pending (none open)
 # Failures that are a known streamtap bug with a strict-xfail regression test of its own
 # (tests/test_soak.py): reported beside the pending kinds, not counted, until it is fixed.
 KNOWN_BUGS: dict[str, str] = {}  # problem text -> why it is known (none open)
@@ -276,7 +273,7 @@ def _plan(cfg: SoakConfig, tag: str, kinds: list[str], weights: list[int]) -> Pl
         for _ in range(rng.randint(1, 2)):
             style = rng.choice(("data", "event", "object"))
             code = rng.choice((429, 500, 502, 503))
-            # (an error object before any content: the pending kind error_object_early)
+            # (an error object right after the role chunk: the kind error_object_early)
             after = rng.randrange(2 if style == "object" else 1, content.stop)
             plan.faults.append(
                 Fault.error_event(after_events=after, status_in_body=code, style=style)

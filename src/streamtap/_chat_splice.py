@@ -82,9 +82,12 @@ class Splice:
         self.fresh = not state.chunk_count and not prefix
 
     def __call__(self, chunk: Any) -> list[Any]:
-        if self.fresh:
-            return [chunk]
         d = chunk.__dict__
+        if self.fresh or d.get("object") == "error":
+            # An in-band error object is no part of the answer: nothing in it to splice, and it
+            # must reach the driver as sent, whose resume decision it is (it has no choices, so
+            # the payload check below would drop it and the attempt would seem to end cleanly).
+            return [chunk]
         rid, created, model = self.stamp
         if rid:
             d["id"] = rid
