@@ -22,8 +22,10 @@ Kept on purpose (not per client, not learned from an endpoint, expensive or iden
 - the `StreamInterrupted` classes made per exception family (`_exceptions`): a caller may hold
   one in an `except` clause or an `isinstance` check across a re-instrumentation;
 - the watchdog thread (`_watchdog`): it only watches streams still open;
-- compiled patterns and lookups cached by pure functions (`_tokens`, `_recover`'s
-  `functools.cache`): they depend on the code, not on anything instrumented.
+- compiled patterns and caches of pure functions: the factory cache (`_tokens`), the
+  character-class memo (`_tokens_breaks`), the segment and estimate caches
+  (`_tokens_counters`), the word buffer's cut cache (`_segment._CUTS`) and character classes
+  (`_segment_tables`): they depend on the code and the text, not on anything instrumented.
 
 Per-request overrides (`streamtap.options()`) live in a context variable, not here: they end
 with their `with` block.
