@@ -239,7 +239,7 @@ def virtual_clock() -> None:
         t += rng.lognormvariate(-10.8, 1.0)  # e**-10.8 s: 20 µs
         times.append(t)
     clock = iter(times).__next__
-    for name in ("streamtap._proxy", "streamtap._patch", "streamtap._recover"):
+    for name in ("streamtap._sdk.proxy", "streamtap._sdk.patch", "streamtap._sdk.recover"):
         sys.modules[name]._clock = clock  # type: ignore[attr-defined]
 
 

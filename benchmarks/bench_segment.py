@@ -1,4 +1,4 @@
-"""Micro-benchmark of streamtap's word-boundary buffering (``streamtap._segment``).
+"""Micro-benchmark of streamtap's word-boundary buffering (``streamtap._core.segment``).
 
 Run standalone from anywhere::
 

@@ -1,4 +1,4 @@
-"""Cost of per-chunk token counting (``streamtap._tokens``), in ns per delta.
+"""Cost of per-chunk token counting (``streamtap._core.tokens``), in ns per delta.
 
 Standalone: ``PYTHONPATH=src python benchmarks/bench_tokens.py [--tiktoken-dir DIR]``.
 
@@ -29,7 +29,9 @@ from typing import Any
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
-from streamtap import _encodings, _tokens, _tokens_counters  # noqa: E402
+from streamtap._core import tokens as _tokens  # noqa: E402
+from streamtap._core import tokens_counters as _tokens_counters  # noqa: E402
+from streamtap._tokenizer import encodings as _encodings  # noqa: E402
 
 PROSE = (
     "Streaming responses arrive in small pieces, and each piece is usually one to three tokens"

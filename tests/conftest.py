@@ -20,7 +20,7 @@ def _encodings_loaded() -> None:
     """Load both encodings once, up front: a stream that starts while its encoding loads sends
     its summary later, from the loader thread (tests/test_first_stream.py tests that); the
     other tests read the summary as soon as the stream ends."""
-    from streamtap import _tokens
+    from streamtap._core import tokens as _tokens
 
     for name in ("o200k_base", "cl100k_base"):
         assert _tokens.counter_factory(None, encoding=name).source == "tokenizer"

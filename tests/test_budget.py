@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamtap._resume import Budget
+from streamtap._core.resume import Budget
 
 
 class Fixed(random.Random):

@@ -64,7 +64,7 @@ import openai
 import pytest
 
 import streamtap
-from streamtap._pydantic import PYDANTIC_V1
+from streamtap._sdk.pydantic_compat import PYDANTIC_V1
 from streamtap.testing import FakeServer, Fault, Reply, load_cassettes
 
 # The recorded streams ship with the repository (provenance and licences: tests/data/README.md).
@@ -1650,7 +1650,7 @@ def test_regression_object_error_is_not_resumed(replay: FakeServer, events: Any)
 
 def test_regression_diff_double_counts_streamed_reasoning(replay: FakeServer, events: Any) -> None:
     """With the server's tokenizer, streamed reasoning + answer agree with usage: diff 0."""
-    from streamtap import _tokens
+    from streamtap._core import tokens as _tokens
 
     factory = _tokens.counter_factory("gpt-4o")
     assert factory.source == "tokenizer"  # the encodings ship with streamtap
@@ -1678,7 +1678,7 @@ def test_regression_diff_double_counts_streamed_reasoning(replay: FakeServer, ev
 
 def test_azure_deployment_counts_with_the_served_model(replay: FakeServer, events: Any) -> None:
     """An Azure deployment name: tokens are counted with the model the server answers with."""
-    from streamtap import _tokens
+    from streamtap._core import tokens as _tokens
 
     assert _tokens.counter_factory("gpt-4o").source == "tokenizer"
     replay.clear()

@@ -9,7 +9,8 @@ import pytest
 import tiktoken
 
 import streamtap
-from streamtap import _encodings, _tokens
+from streamtap._core import tokens as _tokens
+from streamtap._tokenizer import encodings as _encodings
 from streamtap.testing import FakeServer, Fault, Reply
 
 MSG = [{"role": "user", "content": "hi"}]

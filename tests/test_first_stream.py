@@ -16,7 +16,9 @@ import openai
 import pytest
 
 import streamtap
-from streamtap import _encodings, _pending, _tokens
+from streamtap._core import tokens as _tokens
+from streamtap._tokenizer import encodings as _encodings
+from streamtap._tokenizer import pending as _pending
 from streamtap.testing import FakeServer, Reply
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -66,6 +66,6 @@ def test_import_streamtap_loads_nothing_heavy() -> None:
         "assert streamtap.instrument is instrument and Options().retry\n"
         "assert issubclass(StreamInterrupted, Exception)\n"
     )
-    assert "streamtap._patch" in loaded
+    assert "streamtap._sdk.patch" in loaded
     # Not needed until a stream fails or is rendered with structlog.
     assert not {"tenacity", "structlog", "tiktoken"} & loaded

@@ -502,7 +502,7 @@ def test_internal_errors_are_swallowed_outside_strict_mode(
     server: FakeServer, events: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in streamtap's bookkeeping is logged, and the caller still gets every chunk."""
-    import streamtap._chat as chat
+    import streamtap._sdk.chat as chat
 
     def broken(*args: Any) -> bool:
         raise ZeroDivisionError("bookkeeping bug")
@@ -684,7 +684,7 @@ def test_dialect_deltas_take_the_short_path(
 ) -> None:
     """Content deltas that carry other servers' empty fields are handled like OpenAI's plain
     `{"content": ...}` ones: only the first chunk and the finish chunk take the full path."""
-    import streamtap._chat as o
+    import streamtap._sdk.chat as o
 
     if o.PYDANTIC_V1:
         pytest.skip("pydantic 1: every chunk takes the full path (no short path, by design)")

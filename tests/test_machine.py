@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtap import _machine as machine
+from streamtap._core import machine as machine
+from streamtap._core.resume import Budget, Failure, choose, retryable
+from streamtap._core.state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
 from streamtap._options import Resolved, make_options
-from streamtap._resume import Budget, Failure, choose, retryable
-from streamtap._state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
 
 
 def _state(**options: Any) -> StreamState:
@@ -71,7 +71,7 @@ def _channel(lane: Lane) -> int:
 def test_machine_and_resume_decisions_import_no_sdk() -> None:
     code = (
         "import sys\n"
-        "import streamtap._machine, streamtap._resume, streamtap._state\n"
+        "import streamtap._core.machine, streamtap._core.resume, streamtap._core.state\n"
         "bad = [m for m in ('openai', 'httpx', 'pydantic') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

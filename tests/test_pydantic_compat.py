@@ -1,4 +1,4 @@
-"""pydantic 1 and 2: the SDK's models read and written through `streamtap._pydantic`.
+"""pydantic 1 and 2: the SDK's models read and written through `streamtap._sdk.pydantic_compat`.
 
 These run on every CI line; on the `pydantic>=1.10,<2` line (openai 1.x) they are the regression
 tests for "every chunk logs an ERROR and the last word is lost".
@@ -13,7 +13,7 @@ import pydantic
 import pytest
 
 import streamtap
-from streamtap import _pydantic
+from streamtap._sdk import pydantic_compat as _pydantic
 from streamtap.testing import FakeServer, Fault, Reply
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -116,6 +116,6 @@ def test_resume_after_a_cut(server: FakeServer, events: Any) -> None:
 
 @pytest.mark.skipif(not _pydantic.PYDANTIC_V1, reason="the pydantic 1 routing only")
 def test_pydantic1_takes_the_full_path() -> None:
-    from streamtap import _chat
+    from streamtap._sdk import chat as _chat
 
     assert _chat.process_chunk is _chat._process_chunk_full

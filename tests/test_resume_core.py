@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamtap._chat_splice import _drop_entries
-from streamtap._recover import _plain_stream_request, corrupt_body
-from streamtap._resume import choose
+from streamtap._core.resume import choose
+from streamtap._sdk.chat_splice import _drop_entries
+from streamtap._sdk.recover import _plain_stream_request, corrupt_body
 from test_resume import _httpx
 
 httpx = _httpx()  # httpx2 under openai 3.x

@@ -1,4 +1,4 @@
-"""Tests for the pure word-boundary buffering core (``streamtap._segment``).
+"""Tests for the pure word-boundary buffering core (``streamtap._core.segment``).
 
 The property tests restate the product's promises independently of the implementation (using
 the ``regex`` module's UAX #29 ``\\X`` and ``\\b`` directly) and check them for arbitrary texts,
@@ -17,8 +17,8 @@ import regex
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from streamtap import _segment as seg_mod
-from streamtap._segment import Policy, Segmenter, make_policy
+from streamtap._core import segment as seg_mod
+from streamtap._core.segment import Policy, Segmenter, make_policy
 
 # ---------------------------------------------------------------------------------------------
 # Independent restatement of the rules.

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtap._timing import _BATCH, GapStats, Timing
+from streamtap._core.timing import _BATCH, GapStats, Timing
 
 gaps_st = st.lists(
     st.floats(min_value=0.0, max_value=30.0, allow_nan=False, allow_infinity=False),

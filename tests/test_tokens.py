@@ -1,4 +1,4 @@
-"""Tests for ``streamtap._tokens``: exact incremental token counting, loading, fallback."""
+"""Tests for ``streamtap._core.tokens``: exact incremental token counting, loading, fallback."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamtap import _encodings, _tokens
-from streamtap._tokens import (
+from streamtap._core import tokens as _tokens
+from streamtap._core.tokens import (
     CounterFactory,
     Source,
     TokenCounter,
@@ -30,6 +30,7 @@ from streamtap._tokens import (
     encoding_for_model,
     estimate_tokens,
 )
+from streamtap._tokenizer import encodings as _encodings
 
 ENCODINGS = ("o200k_base", "cl100k_base")
 MODEL_OF = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4"}
@@ -1116,9 +1117,10 @@ def test_import_loads_nothing() -> None:
     instrument(), in the background (checked in a fresh process)."""
     code = (
         "import sys, streamtap\n"
-        "lazy = {'tiktoken', 'streamtap._tokens', 'streamtap._encodings', 'streamtap._pending'}\n"
+        "lazy = {'tiktoken', 'streamtap._core.tokens', 'streamtap._tokenizer.encodings',\n"
+        "        'streamtap._tokenizer.pending'}\n"
         "assert not lazy & set(sys.modules), lazy & set(sys.modules)\n"
-        "import streamtap._encodings as e\n"
+        "import streamtap._tokenizer.encodings as e\n"
         "assert not e.loaded\n"
         "print('ok')\n"
     )

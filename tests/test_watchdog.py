@@ -210,7 +210,7 @@ def test_a_failure_inside_the_watchdog_is_logged_once_and_the_stream_goes_on(
     """streamtap's own bug in the watchdog (here: its socket check raising) is logged once for
     the stream, raised into no one (strict mode included: it runs on the watchdog's thread), and
     neither the stream nor the watchdog stops; a later stall is still detected."""
-    from streamtap import _watchdog
+    from streamtap._sdk import watchdog as _watchdog
 
     def broken(sock: Any) -> bool:
         raise RuntimeError("broken check")

@@ -15,12 +15,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._core.state import StreamStats
     from ._errors import StreamtapInternalError
     from ._exceptions import StreamInterrupted
-    from ._log import configure_logging
     from ._options import Options, options
-    from ._patch import instrument, is_instrumented, uninstrument
-    from ._state import StreamStats
+    from ._sdk.log import configure_logging
+    from ._sdk.patch import instrument, is_instrumented, uninstrument
     from ._types import InstrumentOptions, SummaryHook
 
 __version__ = "0.1.0.dev0"
@@ -32,13 +32,13 @@ _LAZY = {
     "SummaryHook": "_types",
     "Options": "_options",
     "StreamInterrupted": "_exceptions",
-    "StreamStats": "_state",
+    "StreamStats": "_core.state",
     "StreamtapInternalError": "_errors",
-    "configure_logging": "_log",
-    "instrument": "_patch",
-    "is_instrumented": "_patch",
+    "configure_logging": "_sdk.log",
+    "instrument": "_sdk.patch",
+    "is_instrumented": "_sdk.patch",
     "options": "_options",
-    "uninstrument": "_patch",
+    "uninstrument": "_sdk.patch",
 }
 
 
@@ -63,8 +63,8 @@ def stats(stream: Any) -> StreamStats:
     exact, for the text delivered before the load too. Raises TypeError for objects streamtap
     did not wrap.
     """
-    from ._log import summary_lock
-    from ._proxy import run_of
+    from ._sdk.log import summary_lock
+    from ._sdk.proxy import run_of
 
     run = run_of(stream)
     if run is None:

@@ -87,7 +87,7 @@ class _Tee(logging.Handler):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        from ._log import event_formatter
+        from ._sdk.log import event_formatter
 
         self.setFormatter(event_formatter(json=True))
         self._file = path.open("w", encoding="utf-8")  # this run's events only
@@ -198,7 +198,7 @@ def _offline_demo(args: argparse.Namespace, tee: _Tee) -> None:
 
 def _billing_counter(model: str) -> Callable[[str], int]:
     """Counts a text's tokens with the model's own tokenizer, as the server bills them."""
-    from streamtap import _tokens
+    from streamtap._core import tokens as _tokens
 
     factory = _tokens.counter_factory(model)
 

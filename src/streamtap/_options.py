@@ -19,14 +19,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _segment
+from ._core import segment as _segment
 from ._runtime import runtime
 from ._types import Buffering, Encoding, Prefill, ResumeStrategy, StructLogger, SummaryHook
 
 if TYPE_CHECKING:  # the tokenizer modules load at instrument(), not at import
     from typing_extensions import Unpack
 
-    from ._tokens import CounterFactory
+    from ._core.tokens import CounterFactory
     from ._types import InstrumentOptions
 
 _MODES = ("word", "sentence", "line", "off")
@@ -171,14 +171,14 @@ class Resolved:
         """Start loading the likely tokenizer in the background, off the first request's path."""
         o = self.options
         if o.count_tokens and o.token_counter is None:
-            from . import _pending
+            from ._tokenizer import pending as _pending
 
             _pending.factory_nowait("gpt-4o", encoding=o.encoding, tiktoken_dir=o.tiktoken_dir)
 
     def counter_factory(self, model: str | None) -> CounterFactory:
         factory = self._counters.get(model)
         if factory is None:
-            from . import _pending
+            from ._tokenizer import pending as _pending
 
             with self._lock:
                 factory = self._counters.get(model)

@@ -38,8 +38,8 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._core.state import StreamState
     from ._options import Options, Resolved
-    from ._state import StreamState
 
 
 class Runtime:

@@ -16,10 +16,10 @@ from typing import Any
 
 import wrapt
 
-from . import _log
-from ._drivers import async_chunks, sync_chunks
-from ._run import Run
-from ._state import StreamState
+from .._core.state import StreamState
+from . import log as _log
+from .drivers import async_chunks, sync_chunks
+from .run import Run
 
 _clock = time.perf_counter
 

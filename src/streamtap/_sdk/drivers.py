@@ -16,18 +16,18 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
-from . import _log
-from . import _machine as machine
-from ._adapter import DELIVER, ERROR, SKIP
-from ._errors import internal_error
-from ._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
-from ._resume import CLOSE, Close, Plan
-from ._run import Run, aclose_quietly, close_quietly
-from ._state import StreamState, delivered_text
-from ._watchdog import watchdog
+from .._core import machine
+from .._core.resume import CLOSE, Close, Plan
+from .._core.state import StreamState, delivered_text
+from .._errors import internal_error
+from .._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
+from . import log as _log
+from .adapter import DELIVER, ERROR, SKIP
+from .run import Run, aclose_quietly, close_quietly
+from .watchdog import watchdog
 
 if TYPE_CHECKING:
-    from ._recover import Resumer
+    from .recover import Resumer
 
 _clock = time.perf_counter
 

@@ -51,8 +51,8 @@ import math
 from itertools import islice
 from typing import Final
 
-from ._segment_policy import _CUSTOM, _LINE, _SENTENCE, _WORD, BoundaryFn, Mode, Policy, make_policy
-from ._segment_tables import (
+from .segment_policy import _CUSTOM, _LINE, _SENTENCE, _WORD, BoundaryFn, Mode, Policy, make_policy
+from .segment_tables import (
     _A_JOIN,
     _A_PUNCT,
     _A_SPACE,
@@ -70,7 +70,7 @@ from ._segment_tables import (
     _no_sentence_end,
     _quick_last,
 )
-from ._segment_tables import _FIND_WORD as _FIND_WORD  # re-exported: the tests check against it
+from .segment_tables import _FIND_WORD as _FIND_WORD  # re-exported: the tests check against it
 
 __all__ = ["BoundaryFn", "Mode", "Policy", "Segmenter", "make_policy"]
 

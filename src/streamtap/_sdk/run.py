@@ -14,17 +14,18 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _chat, _log
-from . import _machine as machine
-from ._adapter import Adapter
-from ._endpoint import error_meta, response_meta
-from ._errors import report_repeats
-from ._exceptions import IncompleteStream, Stalled
-from ._state import StreamState
-from ._watchdog import watchdog
+from .._core import machine
+from .._core.state import StreamState
+from .._errors import report_repeats
+from .._exceptions import IncompleteStream, Stalled
+from . import chat as _chat
+from . import log as _log
+from .adapter import Adapter
+from .endpoint import error_meta, response_meta
+from .watchdog import watchdog
 
 if TYPE_CHECKING:
-    from ._recover import Resumer
+    from .recover import Resumer
 
 _clock = time.perf_counter
 

@@ -24,21 +24,22 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import openai
 import wrapt
 
-from . import _log, _options
-from ._chat import record_completion
-from ._endpoint import endpoint_key, request_fields, response_meta
-from ._errors import internal_error
-from ._options import Resolved
-from ._proxy import AsyncStreamProxy, ResponseProxy, StreamProxy
-from ._recover import Resumer
-from ._run import Run
-from ._runtime import runtime
-from ._state import StreamState
+from .. import _options
+from .._core.state import StreamState
+from .._errors import internal_error
+from .._options import Resolved
+from .._runtime import runtime
+from . import log as _log
+from .chat import record_completion
+from .endpoint import endpoint_key, request_fields, response_meta
+from .proxy import AsyncStreamProxy, ResponseProxy, StreamProxy
+from .recover import Resumer
+from .run import Run
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._types import InstrumentOptions
+    from .._types import InstrumentOptions
 
 _clock = time.perf_counter
 

@@ -47,7 +47,7 @@ import time
 import weakref
 from typing import Any, Protocol
 
-from ._errors import internal_error
+from .._errors import internal_error
 
 
 class Watched(Protocol):

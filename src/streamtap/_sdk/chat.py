@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import _machine as machine
-from ._adapter import DELIVER, ERROR, SKIP
-from ._machine import fast_text
-from ._pydantic import PYDANTIC_V1, copy_model, dump, extras, fields_set, set_extra
-from ._state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
+from .._core import machine
+from .._core.machine import fast_text
+from .._core.state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
+from .adapter import DELIVER, ERROR, SKIP
+from .pydantic_compat import PYDANTIC_V1, copy_model, dump, extras, fields_set, set_extra
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
 _CONTENT_ONLY = frozenset({"content"})
@@ -337,7 +337,7 @@ def record_completion(state: StreamState, completion: Any) -> None:
 
 def error_object(chunk: Any) -> Exception:
     """The exception standing for an `{"object": "error"}` chunk."""
-    from ._exceptions import ErrorObject
+    from .._exceptions import ErrorObject
 
     d = dict(chunk.__dict__)
     extra = extras(chunk)

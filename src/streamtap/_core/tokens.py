@@ -31,16 +31,16 @@ import os
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-from . import _encodings
-from ._encodings import warn_once as _warn_once
-from ._errors import strict
+from .._errors import strict
+from .._tokenizer import encodings as _encodings
+from .._tokenizer.encodings import warn_once as _warn_once
 
 # (``name as name``: re-exported for the tests, which reach these internals through _tokens.)
-from ._tokens_breaks import _ASCII_CLASSES as _ASCII_CLASSES
-from ._tokens_breaks import _PROVEN_PATTERNS
-from ._tokens_breaks import _char_class as _char_class
-from ._tokens_breaks import _hard_breaks as _hard_breaks
-from ._tokens_counters import (
+from .tokens_breaks import _ASCII_CLASSES as _ASCII_CLASSES
+from .tokens_breaks import _PROVEN_PATTERNS
+from .tokens_breaks import _char_class as _char_class
+from .tokens_breaks import _hard_breaks as _hard_breaks
+from .tokens_counters import (
     _SOURCES,
     Source,
     TokenCounter,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import _resume
-from ._chat import usage_dict
-from ._errors import internal_error
-from ._exceptions import Diverged
-from ._pydantic import extra_store, extras
-from ._state import CONTENT, REASONING, REFUSAL, StreamState, key_index, lane_key
+from .._core import resume as _resume
+from .._core.state import CONTENT, REASONING, REFUSAL, StreamState, key_index, lane_key
+from .._errors import internal_error
+from .._exceptions import Diverged
+from .chat import usage_dict
+from .pydantic_compat import extra_store, extras
 
 _clock = time.perf_counter
 

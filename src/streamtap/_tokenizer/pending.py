@@ -28,8 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from . import _encodings
-from ._tokens import (
+from .._core.tokens import (
     _ESTIMATE_FACTORY,
     CounterFactory,
     Source,
@@ -38,6 +37,7 @@ from ._tokens import (
     encoding_for_model,
     estimate_tokens,
 )
+from . import encodings as _encodings
 
 logger = logging.getLogger("streamtap")
 

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any, Final, Literal, Protocol, get_args
 
-from ._encodings import warn_once as _warn_once
-from ._errors import strict
-from ._tokens_breaks import (
+from .._errors import strict
+from .._tokenizer.encodings import warn_once as _warn_once
+from .tokens_breaks import (
     _ASCII_CLASSES,
     _CLASSES,
     _MARK,

@@ -12,13 +12,13 @@ import io
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from ._options import Resolved
-from ._segment import Segmenter
-from ._timing import Timing
+from .._options import Resolved
+from .segment import Segmenter
+from .timing import Timing
 
 if TYPE_CHECKING:
-    from ._tokens import TokenCounter
-    from ._types import Outcome
+    from .._types import Outcome
+    from .tokens import TokenCounter
 
 SCHEMA_VERSION = 1
 

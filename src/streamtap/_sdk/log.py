@@ -15,8 +15,8 @@ import time
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any
 
-from ._errors import internal_error
-from ._state import StreamState
+from .._core.state import StreamState
+from .._errors import internal_error
 
 if TYPE_CHECKING:
     from structlog.typing import EventDict

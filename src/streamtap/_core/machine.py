@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ._state import Lane, StreamState
+from .state import Lane, StreamState
 
 # Arrival times and delivered text are accounted for in batches, every 512 chunks (and before
 # anything reads them).

@@ -50,7 +50,7 @@ from typing import Callable, Final, Literal
 
 import regex
 
-from ._segment_tables import _cluster_starts, _safe_end
+from .segment_tables import _cluster_starts, _safe_end
 
 __all__ = ["BoundaryFn", "Mode", "Policy", "make_policy"]
 

@@ -37,7 +37,7 @@ ENV_DOWNLOAD_TIMEOUT: Final = "STREAMTAP_TIKTOKEN_DOWNLOAD_TIMEOUT"
 DEFAULT_DOWNLOAD_TIMEOUT: Final = 5.0
 
 PACKAGED: Final = ("cl100k_base", "o200k_base")
-_DATA: Final = Path(__file__).resolve().parent / "_data"
+_DATA: Final = Path(__file__).resolve().parent / "data"
 _MAGIC: Final = b"streamtap-bpe 1\n"
 
 # Used only if tiktoken's constructor does not pass a hash (it always has so far).

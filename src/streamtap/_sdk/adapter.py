@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ._state import Lane, StreamState
+from .._core.state import Lane, StreamState
 
 # What `process_chunk` tells the driver to do with the item it was given.
 DELIVER, SKIP, ERROR = 1, 0, 2

@@ -19,25 +19,25 @@ from urllib.parse import urlsplit
 
 import openai
 
-from . import _machine as machine
-from . import _resume
-from ._chat_splice import Splice, stamp
-from ._endpoint import endpoint_key
-from ._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
-from ._resume import CLOSE, Budget, Close, Failure, Plan, Send, Sleep, Step
-from ._run import DoneProbe, aclose_quietly, close_quietly
-from ._runtime import runtime
-from ._state import (
+from .._core import machine
+from .._core import resume as _resume
+from .._core.resume import CLOSE, Budget, Close, Failure, Plan, Send, Sleep, Step
+from .._core.state import (
     CONTENT,
     REASONING,
     StreamState,
     delivered_text,
     key_channel,
 )
+from .._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
+from .._runtime import runtime
+from .chat_splice import Splice, stamp
+from .endpoint import endpoint_key
+from .run import DoneProbe, aclose_quietly, close_quietly
 
 if TYPE_CHECKING:
-    from ._patch import _Call
-    from ._run import Run
+    from .patch import _Call
+    from .run import Run
 
 _clock = time.perf_counter
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._state import StreamState
+from .._core.state import StreamState
 
 
 def request_fields(client: Any, kwargs: dict[str, Any], stream: bool) -> dict[str, Any]:

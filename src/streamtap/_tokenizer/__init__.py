@@ -1,0 +1,1 @@
+"""Loading tokenizers: the bundled encodings, verified, and counting while one loads."""
