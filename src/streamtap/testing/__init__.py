@@ -1,4 +1,4 @@
-"""A fake OpenAI-compatible ``/v1/chat/completions`` server for tests.
+"""A fake OpenAI-compatible server for tests: ``/v1/chat/completions`` and ``/v1/responses``.
 
 :class:`FakeServer` listens on ``127.0.0.1`` only, on an asyncio event loop in a background
 thread (thousands of concurrent connections), and speaks real HTTP/1.1 over real sockets: status
@@ -13,11 +13,12 @@ runs in its own thread it serves sync and async clients alike::
         client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
         stream = client.chat.completions.create(model="m", messages=[...], stream=True)
 
-Each request to ``.../chat/completions`` takes the next queued :class:`Reply` (FIFO); when the
-queue is empty it gets :attr:`FakeServer.default`, which is the deterministic *model mode*: the
-answer is a pure function of the request (messages, ``seed``, ``model``), so the same request
-gives the same text (see :func:`generate_answer`), ``max_tokens`` is honoured, and the prefill
-continuation styles of vLLM / llama.cpp (``continue_final_message``) and DeepSeek / Mistral
+Each request to ``.../chat/completions`` (or the Responses API's ``.../responses``, see
+:class:`FakeServer`) takes the next queued :class:`Reply` (FIFO); when the queue is empty it
+gets :attr:`FakeServer.default`, which is the deterministic *model mode*: the answer is a pure
+function of the request (messages, ``seed``, ``model``), so the same request gives the same
+text (see :func:`generate_answer`), ``max_tokens`` is honoured, and the prefill continuation
+styles of vLLM / llama.cpp (``continue_final_message``) and DeepSeek / Mistral
 (``"prefix": true``) answer with the exact rest of the original answer.
 
 A :class:`Fault` attached to a reply breaks the response in a precise way: cut the connection
@@ -33,9 +34,11 @@ Only the standard library is used. The package's modules, from the socket inward
 ``server`` (:class:`FakeServer`: the event loop thread, connections, queue and records),
 ``connection`` (one client connection: reads, paced writes, aborts), ``http`` (request parsing,
 response framing with pacing and transport faults), ``plans`` (what each route answers, request
-validation), ``compose`` (an answer's content from a reply and the request), ``bodies`` (its
-chunk or completion JSON), ``sse`` (event framing, faults that rewrite events), ``answers``
-(model-mode text, tokenizer, chunking), ``faults``, ``replies``, ``records`` and ``headers``.
+validation), ``response_plans`` (the Responses API's routes, stored responses),
+``compose`` (an answer's content from a reply and the request), ``bodies`` (its chunk or
+completion JSON), ``responses`` (its Responses events or object), ``sse`` (event framing,
+faults that rewrite events), ``answers`` (model-mode text, tokenizer, chunking), ``faults``,
+``replies``, ``records`` and ``headers``.
 """
 
 from __future__ import annotations

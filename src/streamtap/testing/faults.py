@@ -14,6 +14,7 @@ FaultKind = Literal[
     "cut",
     "stall",
     "error_event",
+    "response_failed",
     "no_done",
     "no_finish_reason",
     "http_error",
@@ -104,6 +105,12 @@ class Fault:
 
         *error* defaults to a ``server_error``; *status_in_body*, if given, becomes its
         ``code`` (OpenRouter and vLLM put the HTTP-like status there, e.g. ``429`` or ``502``).
+
+        In a Responses API stream the error is the Responses ``error`` event, with the next
+        ``sequence_number``: ``"data"`` and ``"event"`` send OpenAI's shape, ``event: error`` +
+        ``data: {"type": "error", "code": ..., "message": ..., "param": null, ...}`` (the SDK
+        yields a ``ResponseErrorEvent``); ``"object"`` nests it,
+        ``{"type": "error", "error": {...}, ...}`` (the SDK raises ``APIError``).
         """
         return cls(
             "error_event",
@@ -114,8 +121,23 @@ class Fault:
         )
 
     @classmethod
+    def response_failed(
+        cls, after_events: int = 1, error: Mapping[str, Any] | None = None
+    ) -> Fault:
+        """A Responses API stream: after *after_events* events send ``response.failed`` (the
+        response with ``status: "failed"`` and *error*, default a ``server_error``) and end the
+        body. In a chat-completions stream it is :meth:`error_event` (``"data"`` style).
+        """
+        return cls(
+            "response_failed",
+            after_events=after_events,
+            error=dict(error) if error is not None else None,
+        )
+
+    @classmethod
     def no_done(cls) -> Fault:
-        """End the body cleanly but without ``data: [DONE]``."""
+        """End the body cleanly but without ``data: [DONE]`` (a Responses API stream: without
+        its terminal ``response.completed`` / ``response.incomplete`` event)."""
         return cls("no_done")
 
     @classmethod

@@ -7,8 +7,8 @@ from typing import Any
 
 from .bodies import completion, stream_events
 from .compose import Composer
-from .faults import _openai_error
-from .headers import HeaderValue, _iter_headers, _merge_headers
+from .faults import Fault, _openai_error
+from .headers import HeaderValue, _merge_headers
 from .http import _Plan
 from .replies import Reply
 from .sse import _DONE, _apply_body_fault, _data_event, _dumps, _split_events
@@ -95,19 +95,23 @@ def chat_plan(
 ) -> _Plan:
     """The plan answering chat-completions request *number* with *reply*, body faults applied."""
     fault = reply.fault
+    failed = fault_plan(fault, request_id)
+    if failed is not None:
+        return failed
+    plan = _content_plan(reply, body, number, request_id, composer)
+    if plan.framing == "chunked" and fault is not None:
+        plan.events = _apply_body_fault(plan.events, fault)
+    return plan
+
+
+def fault_plan(fault: Fault | None, request_id: str) -> _Plan | None:
+    """The plan of a fault that replaces the answer (an HTTP error, garbage), else None."""
     if fault is not None and fault.kind == "http_error":
         return json_plan(fault.status, fault.body or b"", request_id, fault.headers)
     if fault is not None and fault.kind == "garbage":
         headers = [("content-type", fault.content_type), ("x-request-id", request_id)]
         return _Plan(fault.status, headers, [fault.body or b""], "length", True)
-    plan = _content_plan(reply, body, number, request_id, composer)
-    if any(
-        k.lower() == "connection" and "close" in v.lower() for k, v in _iter_headers(reply.headers)
-    ):
-        plan.keep_alive = False
-    if plan.framing == "chunked" and fault is not None:
-        plan.events = _apply_body_fault(plan.events, fault)
-    return plan
+    return None
 
 
 def _content_plan(
@@ -116,15 +120,15 @@ def _content_plan(
     """The plan for the reply's content: raw SSE, given chunks, or a composed answer."""
     if reply.raw is not None:
         raw = reply.raw.encode() if isinstance(reply.raw, str) else bytes(reply.raw)
-        return _sse_plan(reply, request_id, _split_events(raw))
+        return sse_plan(reply, request_id, _split_events(raw))
     if reply.chunks is not None:
         events = [_data_event(chunk) for chunk in reply.chunks]
         if reply.done:
             events.append(_DONE)
-        return _sse_plan(reply, request_id, events)
+        return sse_plan(reply, request_id, events)
     content = composer.compose(reply, body, number)
     if body.get("stream") is True:
-        return _sse_plan(reply, request_id, stream_events(reply, body, content))
+        return sse_plan(reply, request_id, stream_events(reply, body, content))
     json_headers = [("content-type", "application/json"), ("x-request-id", request_id)]
     return _Plan(
         reply.status,
@@ -135,7 +139,7 @@ def _content_plan(
     )
 
 
-def _sse_plan(reply: Reply, request_id: str, events: list[bytes]) -> _Plan:
+def sse_plan(reply: Reply, request_id: str, events: list[bytes]) -> _Plan:
     sse_headers: list[tuple[str, str]] = [
         ("content-type", "text/event-stream; charset=utf-8"),
         ("cache-control", "no-cache"),

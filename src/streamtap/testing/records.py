@@ -1,4 +1,5 @@
-"""Records: every request received and every chat-completions answer sent, byte for byte."""
+"""Records: every request received and every answer (chat completions, Responses API) sent,
+byte for byte."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class RecordedRequest:
 
 @dataclass
 class RecordedResponse:
-    """A chat-completions answer the server gave, and how much of it went out.
+    """An answer the server gave (chat completions or Responses API), and how much of it went
+    out.
 
     The server updates the progress fields just before each write, so once a client has seen
     the end of its stream (or its break) they say exactly what it was sent.
@@ -84,13 +86,16 @@ class RecordedResponse:
         return out
 
     def text(self, choice: int = 0, *, sent: bool = True) -> str:
-        """The ``delta.content`` of *choice* in the events (sent completely, when *sent*)."""
-        return "".join(
-            str(c.get("delta", {}).get("content") or "")
-            for chunk in self.chunks(sent=sent)
-            for c in chunk.get("choices") or ()
-            if isinstance(c, dict) and c.get("index", 0) == choice
-        )
+        """The ``delta.content`` of *choice* in the events (sent completely, when *sent*); in a
+        Responses API stream, the ``response.output_text.delta`` text (*choice* 0)."""
+        out: list[str] = []
+        for chunk in self.chunks(sent=sent):
+            if chunk.get("type") == "response.output_text.delta" and choice == 0:
+                out.append(str(chunk.get("delta") or ""))
+            for c in chunk.get("choices") or ():
+                if isinstance(c, dict) and c.get("index", 0) == choice:
+                    out.append(str(c.get("delta", {}).get("content") or ""))
+        return "".join(out)
 
     def finish_reasons(self, choice: int = 0, *, sent: bool = True) -> list[str]:
         """Every non-null ``finish_reason`` of *choice* (normally one, in the last chunk)."""

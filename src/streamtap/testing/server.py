@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -16,16 +17,20 @@ from .answers import DEFAULT_MODEL, TokenCounter, estimate_tokens, generate_answ
 from .compose import AnswerMemory, Composer
 from .connection import _Closed, _Peer
 from .faults import Fault, _openai_error
+from .headers import _iter_headers
 from .http import _Plan, _read_request, _Request, send_plan
 from .plans import chat_plan, json_plan, refusal
 from .records import RecordedRequest, RecordedResponse
 from .replies import Reply
+from .response_plans import ResponseStore, responses_plan, retrieve_plan
 from .sse import _dumps
 
 _log = logging.getLogger("streamtap.testing")
 
 _MAX_REQUESTS_PER_CONNECTION = 100_000
 _MEMORY = 512  # model-mode answers remembered for prefill continuation
+_STORED = 512  # Responses API answers kept for `GET .../responses/{id}`
+_RESPONSE_PATH = re.compile(r"/responses/([^/]+)$")
 
 _INVALID_JSON = _openai_error(
     "We could not parse the JSON body of your request. (HINT: This likely "
@@ -40,7 +45,7 @@ _MODELS = _dumps(
 
 
 class FakeServer:
-    """An OpenAI-compatible chat-completions server on ``127.0.0.1``, for tests.
+    """An OpenAI-compatible chat-completions and Responses API server on ``127.0.0.1``.
 
     Use it as a (sync or async) context manager, or call :meth:`start` and :meth:`close`::
 
@@ -49,9 +54,27 @@ class FakeServer:
             server.enqueue(Reply(text="Hello!"), Fault.http_error(429))
 
     Routes: ``POST <anything>/chat/completions`` (so ``/v1/...`` and Azure's
-    ``/openai/deployments/<d>/chat/completions`` both work), ``GET <anything>/models``; other
-    paths get a 404 JSON error. Every request is recorded in :attr:`requests`, and every
-    chat-completions answer in :attr:`responses` (what was sent, byte for byte).
+    ``/openai/deployments/<d>/chat/completions`` both work), ``POST <anything>/responses``,
+    ``GET <anything>/responses/{id}``, ``GET <anything>/models``; other paths get a 404 JSON
+    error. Every request is recorded in :attr:`requests`, and every answer of the model routes
+    in :attr:`responses` (what was sent, byte for byte).
+
+    The Responses API: a request is answered like the chat request it amounts to (its
+    ``instructions`` and ``input`` as messages, ``max_output_tokens`` as the token limit), so
+    the same replies script both protocols. Streamed (``stream: true``), the answer is
+    OpenAI's event sequence, named ``event:`` lines and a ``sequence_number`` on each:
+    ``response.created`` (and ``response.queued`` for ``background: true``),
+    ``response.in_progress``, then per output item ``response.output_item.added``, its parts
+    and deltas (a reply's ``reasoning`` as a reasoning summary, its text as
+    ``response.output_text.delta``, its refusal, its ``tool_calls`` as function calls) and
+    ``response.output_item.done``, then ``response.completed`` with usage
+    (``response.incomplete`` when ``max_output_tokens`` cut it); no ``[DONE]``. Not streamed:
+    the ``response`` object (``queued`` for a background request). Faults apply as for chat
+    (``no_done`` drops the terminal event; see also :meth:`Fault.response_failed`). Every
+    composed answer is stored: ``GET .../responses/{id}`` returns it, and for a background
+    response ``GET .../responses/{id}?stream=true&starting_after=N`` streams its events after
+    sequence number *N* again, as generated (the faults of the request that created it are
+    not stored); such a GET takes the next reply too, whose fault and pacing apply to it.
 
     All connections are served by one asyncio event loop in one daemon thread, so thousands of
     concurrent streams cost no thread each (the listen backlog is 4096).
@@ -69,7 +92,8 @@ class FakeServer:
         keepalive_timeout: idle seconds before the server closes a kept-alive connection.
         write_timeout: seconds without write progress (client not reading) before giving up.
         port: 0 picks a free port.
-        responder: called with each valid chat-completions request (a :class:`RecordedRequest`)
+        responder: called with each valid request of a model route (chat completions,
+            Responses API: a :class:`RecordedRequest`)
             before the queue is looked at; the :class:`Reply` (or bare :class:`Fault`) it
             returns answers the request, ``None`` falls through to the queue and
             :attr:`default`. It runs on the server's event loop: keep it quick, never block.
@@ -122,6 +146,7 @@ class FakeServer:
         self._request_count = 0
         self._connection_count = 0
         self._memory = AnswerMemory(self._lock, _MEMORY)
+        self._stored = ResponseStore(_STORED)
 
     # lifecycle -------------------------------------------------------------------------
     def start(self) -> FakeServer:
@@ -230,7 +255,7 @@ class FakeServer:
 
     # scripting -------------------------------------------------------------------------
     def enqueue(self, *replies: Reply | Fault) -> None:
-        """Queue replies, consumed first in, first out, one per chat-completions request.
+        """Queue replies, consumed first in, first out, one per request of a model route.
 
         A bare :class:`Fault` means ``Reply.model_mode(fault=fault)``.
         """
@@ -252,7 +277,7 @@ class FakeServer:
 
     @property
     def responses(self) -> list[RecordedResponse]:
-        """A snapshot of every chat-completions answer so far (one per request that got one,
+        """A snapshot of every model route's answer so far (one per request that got one,
         in the order they started); each one's progress is final once its stream ended."""
         with self._lock:
             return list(self._responses)
@@ -354,7 +379,31 @@ class FakeServer:
             "close" not in request.headers.get("connection", "").lower()
         )
         base = path.rstrip("/")
-        if request.method == "POST" and base.endswith("/chat/completions"):
+        retrieved = _RESPONSE_PATH.search(base) if request.method == "GET" else None
+        if retrieved is not None:
+            response_id = retrieved.group(1)
+            return await self._serve(
+                peer,
+                request,
+                recorded,
+                keep_alive,
+                lambda reply: retrieve_plan(reply, response_id, query, request_id, self._stored),
+            )
+        if request.method == "POST" and base.endswith("/responses"):
+            if not json_ok or not isinstance(parsed, dict):
+                plan = json_plan(400, _INVALID_JSON, request_id)
+            else:
+                body: dict[str, Any] = parsed
+                return await self._serve(
+                    peer,
+                    request,
+                    recorded,
+                    keep_alive,
+                    lambda reply: responses_plan(
+                        reply, body, number, request_id, self._composer(), self._stored
+                    ),
+                )
+        elif request.method == "POST" and base.endswith("/chat/completions"):
             if not json_ok or not isinstance(parsed, dict):
                 plan = json_plan(400, _INVALID_JSON, request_id)
             else:
@@ -364,7 +413,14 @@ class FakeServer:
                     supports_stream_options=self.supports_stream_options,
                 )
                 if error is None:
-                    return await self._chat(peer, request, recorded, parsed, number, keep_alive)
+                    chat: dict[str, Any] = parsed
+                    return await self._serve(
+                        peer,
+                        request,
+                        recorded,
+                        keep_alive,
+                        lambda reply: chat_plan(reply, chat, number, request_id, self._composer()),
+                    )
                 plan = json_plan(400, error, request_id)
         elif request.method == "GET" and base.endswith("/models"):
             plan = json_plan(200, _MODELS, request_id)
@@ -395,25 +451,30 @@ class FakeServer:
             self._requests.append(recorded)
         return recorded, number
 
-    async def _chat(
+    async def _serve(
         self,
         peer: _Peer,
         request: _Request,
         recorded: RecordedRequest,
-        body: dict[str, Any],
-        number: int,
         keep_alive: bool,
+        make_plan: Callable[[Reply], _Plan],
     ) -> bool:
+        """Answer a model route's request with the next reply: *make_plan* turns it into what
+        is sent; the reply's transport faults and pacing apply to it."""
         reply = self._next_reply(recorded)
         fault = reply.fault
         if fault is not None and fault.kind == "disconnect":
             self._record(recorded, reply, _Plan(0, [], [], "close", False)).cut = True
             await peer.abort(fault.mode)
             return False
-        plan = chat_plan(reply, body, number, recorded.request_id, self._composer())
+        plan = make_plan(reply)
         if (request.version != "HTTP/1.1" or reply.close_delimited) and plan.framing == "chunked":
             plan.framing = "close"
-        plan.keep_alive = plan.keep_alive and keep_alive
+        closes = any(
+            k.lower() == "connection" and "close" in v.lower()
+            for k, v in _iter_headers(reply.headers)
+        )
+        plan.keep_alive = plan.keep_alive and keep_alive and not closes
         return await send_plan(peer, plan, fault, reply, self._record(recorded, reply, plan))
 
     def _composer(self) -> Composer:

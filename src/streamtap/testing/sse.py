@@ -47,7 +47,7 @@ def _apply_body_fault(events: list[bytes], fault: Fault) -> list[bytes]:
     if fault.kind == "invalid_json":
         k = min(fault.after_events or 0, len(events))
         return [*events[:k], b"data: " + (fault.body or b"{") + b"\n\n", *events[k:]]
-    if fault.kind == "error_event":
+    if fault.kind in ("error_event", "response_failed"):
         k = min(fault.after_events or 0, len(events))
         return [*(e for e in events[:k] if not _is_done_event(e)), _error_event(fault)]
     return events
