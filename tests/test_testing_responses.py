@@ -219,6 +219,38 @@ def test_requests_are_recorded(server: FakeServer, client: openai.OpenAI) -> Non
     assert server.responses[-1].request_id == request.request_id
 
 
+def test_scripted_bodies_are_sent_verbatim(server: FakeServer, client: openai.OpenAI) -> None:
+    """A reply's ``raw`` body (a recording) answers a POST or a GET as it is, quirks included
+    (here ``data:`` before ``event:`` and a trailing ``[DONE]``); its faults still apply."""
+    response = {"id": "resp_rec", "object": "response", "status": "in_progress", "output": []}
+    objects = [
+        {"type": "response.created", "response": response, "sequence_number": 0},
+        {
+            "type": "response.output_text.delta",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "Hi!",
+            "sequence_number": 1,
+        },
+        {
+            "type": "response.completed",
+            "response": {**response, "status": "completed"},
+            "sequence_number": 2,
+        },
+    ]
+    raw = "".join(f"data: {json.dumps(o)}\nevent: {o['type']}\n\n" for o in objects)
+    raw += "data: [DONE]\n\n"
+    server.enqueue(Reply(raw=raw), Reply(raw=raw), Reply(raw=raw, fault=Fault.no_done()))
+    assert [e.type for e in collect(client)] == [o["type"] for o in objects]
+    again = list(client.responses.retrieve("resp_rec", stream=True, starting_after=0))
+    assert (
+        text_of(again) == "Hi!"
+        and server.responses[-1].events[0] == raw.split("\n\n")[0].encode() + b"\n\n"
+    )
+    assert [e.type for e in collect(client)][-1] == "response.output_text.delta"
+
+
 # ------------------------------------------------------------------------------------ faults
 
 

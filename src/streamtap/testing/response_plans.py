@@ -75,18 +75,27 @@ def responses_plan(
 ) -> _Plan:
     """The plan answering Responses request *number* with *reply*, body faults applied."""
     fault = reply.fault
-    failed = fault_plan(fault, request_id)
-    if failed is not None:
-        return failed
+    plan = fault_plan(fault, request_id) or _scripted_plan(reply, request_id)
+    if plan is not None:
+        return plan
+    plan = _composed_plan(reply, body, number, request_id, composer, store)
+    if plan.framing == "chunked" and fault is not None:
+        plan.events = apply_fault(plan.events, fault)
+    return plan
+
+
+def _scripted_plan(reply: Reply, request_id: str) -> _Plan | None:
+    """A reply's own body (``raw`` bytes, or ``chunks`` as named events), faults applied; None
+    for a reply whose answer is composed."""
     if reply.raw is not None:
         raw = reply.raw.encode() if isinstance(reply.raw, str) else bytes(reply.raw)
         plan = sse_plan(reply, request_id, _split_events(raw))
     elif reply.chunks is not None:
         plan = sse_plan(reply, request_id, [_event(c) for c in reply.chunks])
     else:
-        plan = _composed_plan(reply, body, number, request_id, composer, store)
-    if plan.framing == "chunked" and fault is not None:
-        plan.events = apply_fault(plan.events, fault)
+        return None
+    if reply.fault is not None:
+        plan.events = apply_fault(plan.events, reply.fault)
     return plan
 
 
@@ -121,11 +130,12 @@ def retrieve_plan(
     reply: Reply, response_id: str, query: str, request_id: str, store: ResponseStore
 ) -> _Plan:
     """``GET .../responses/{id}``: the stored response object, or with ``stream=true`` its
-    events after ``starting_after`` (a background response only), *reply*'s faults applied."""
+    events after ``starting_after`` (a background response only), *reply*'s faults applied.
+    A reply with its own body (``raw``, ``chunks``: a recorded re-attach) is sent instead."""
     fault = reply.fault
-    failed = fault_plan(fault, request_id)
-    if failed is not None:
-        return failed
+    plan = fault_plan(fault, request_id) or _scripted_plan(reply, request_id)
+    if plan is not None:
+        return plan
     stored = store.get(response_id)
     if stored is None:
         error = _openai_error(f"Response with id '{response_id}' not found.", param="response_id")
@@ -141,10 +151,10 @@ def retrieve_plan(
         return json_plan(400, error, request_id)
     after = _int(params.get("starting_after", [""])[-1])
     events = [_event(o) for o in stored.events if after is None or o["sequence_number"] > after]
-    plan = sse_plan(reply, request_id, events)
+    stream = sse_plan(reply, request_id, events)
     if fault is not None:
-        plan.events = apply_fault(plan.events, fault)
-    return plan
+        stream.events = apply_fault(stream.events, fault)
+    return stream
 
 
 def _int(value: str) -> int | None:
