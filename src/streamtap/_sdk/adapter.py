@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from .._core.resume import Send
 from .._core.state import Lane, StreamState
 
 # What `process_chunk` tells the driver to do with the item it was given.
@@ -38,4 +39,37 @@ class Adapter(Protocol):
 
     def error_object(self, chunk: Any) -> Exception:
         """The exception that stands for an in-band error item."""
+        ...
+
+
+class Splicer(Protocol):
+    def checked(self, chunk: Any) -> list[Any]:
+        """A resumed attempt's item as what the caller gets (none, the item, several): what
+        the caller already has taken out; raises `Diverged` when it cannot continue the answer."""
+        ...
+
+
+class ResumeAdapter(Protocol):
+    """A protocol's side of a resume, one per stream (`chat_resume.ChatResume` for chat
+    completions): `recover.Resumer` decides whether, when and with which strategy, this knows
+    what the follow-up request is and how its items continue the answer."""
+
+    prefill_style: str | None
+    """How the endpoint continues a partial answer (`prefill`), None when it cannot."""
+
+    def interrupted(self, state: StreamState, last_chunk: Any) -> None:
+        """An attempt broke (called at every failure, before anything else is decided)."""
+        ...
+
+    def answer_complete(self, state: StreamState) -> bool:
+        """The answer is whole: only what a new request could not add was still to come."""
+        ...
+
+    def request(self, state: StreamState, strategy: str, kwargs: dict[str, Any]) -> Send:
+        """The follow-up request for `strategy`, from a copy of the original request's
+        `kwargs` (without the SDK's raw-response markers)."""
+        ...
+
+    def splice(self, state: StreamState, strategy: str) -> Splicer:
+        """What the next attempt's items pass through (made before the held text is dropped)."""
         ...

@@ -3,8 +3,11 @@
 `Resumer.recover_sync` / `recover_async` are called by the stream proxy when reading the next
 chunk failed. They describe the failure, ask `_resume` whether and how to go on, wait, send the
 follow-up request through the *uninstrumented* SDK method (so the SDK's own request retries
-still apply), and hand back a `Source`: the new stream's chunks, passed through a `Splice` that
+still apply), and hand back a `Source`: the new stream's chunks, passed through a splice that
 makes them continue the answer the caller already has.
+
+Protocol-neutral: what the follow-up request is and how its items are spliced belongs to the
+protocol's `adapter.ResumeAdapter` (`chat_resume.ChatResume` for chat completions).
 """
 
 from __future__ import annotations
@@ -15,23 +18,16 @@ import sys
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import openai
 
-from .._core import machine
 from .._core import resume as _resume
 from .._core.resume import CLOSE, Budget, Close, Failure, Plan, Send, Sleep, Step
-from .._core.state import (
-    CONTENT,
-    REASONING,
-    StreamState,
-    delivered_text,
-    key_channel,
-)
+from .._core.state import CONTENT, StreamState, delivered_text, key_channel
 from .._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
 from .._runtime import runtime
-from .chat_splice import Splice, stamp
+from .adapter import ResumeAdapter, Splicer
+from .chat_resume import ChatResume
 from .endpoint import endpoint_key
 from .run import DoneProbe, aclose_quietly, close_quietly
 
@@ -41,13 +37,6 @@ if TYPE_CHECKING:
 
 _clock = time.perf_counter
 
-CONTINUE_PROMPT = (
-    "Your previous message was cut off. Continue it exactly where it stopped: do not repeat "
-    "anything, do not add an introduction, start with the very next characters."
-)
-
-# Endpoints known to continue a partial assistant message ("prefix": true).
-_PREFIX_HOSTS = ("api.deepseek.com", "api.mistral.ai")
 # Endpoints that rejected a prefill request (never tried again), and endpoints whose streams end
 # without a finish_reason (and without `[DONE]`) every time (a clean end there is the end, not
 # a cut): `runtime.no_prefill` and `runtime.no_finish`.
@@ -152,9 +141,9 @@ def describe(exc: BaseException, stalled: bool) -> Failure | None:
 
 
 class Source:
-    """A resumed attempt's stream (sync or async), seen through its `Splice`."""
+    """A resumed attempt's stream (sync or async), seen through its splice."""
 
-    def __init__(self, stream: Any, splice: Splice) -> None:
+    def __init__(self, stream: Any, splice: Splicer) -> None:
         self.stream = stream
         self.response = stream.response
         self.probe = DoneProbe.install(stream)
@@ -162,12 +151,12 @@ class Source:
         self._iterator = (self._achunks if is_async else self._chunks)(stream, splice)
 
     @staticmethod
-    def _chunks(stream: Any, splice: Splice) -> Iterator[Any]:
+    def _chunks(stream: Any, splice: Splicer) -> Iterator[Any]:
         for chunk in stream:
             yield from splice.checked(chunk)
 
     @staticmethod
-    async def _achunks(stream: Any, splice: Splice) -> AsyncIterator[Any]:
+    async def _achunks(stream: Any, splice: Splicer) -> AsyncIterator[Any]:
         async for chunk in stream:
             for out in splice.checked(chunk):
                 yield out
@@ -178,13 +167,17 @@ class Source:
 
 
 class Resumer:
-    """Resume policy and history for one request."""
+    """Resume policy and history for one request; `protocol` is the protocol's side of it
+    (default: chat completions)."""
 
-    def __init__(self, call: _Call, create: Any, args: Any) -> None:
+    def __init__(
+        self, call: _Call, create: Any, args: Any, protocol: ResumeAdapter | None = None
+    ) -> None:
         self.call = call
-        self.create = create
-        self.args = args
         o = call.resolved.options
+        self.protocol: ResumeAdapter = protocol or ChatResume(
+            call.client, create, args, call.kwargs, o.prefill
+        )
         self.options = o
         self.budget = Budget(
             max_attempts=o.max_attempts,
@@ -195,8 +188,6 @@ class Resumer:
         )
         self.diverged = False
         self.endpoint = endpoint_key(call.client)
-        self.prefill_style = _prefill_style(call.client, o.prefill)
-        self.stamp: tuple[Any, Any, Any] | None = None
         # The first failure was a clean end of the body: where the raw SDK ends cleanly,
         # streamtap must not raise, whatever happens to the resumes.
         self.clean_origin = False
@@ -210,15 +201,14 @@ class Resumer:
 
     def _next(
         self, run: Run, failure: Failure, exc: BaseException
-    ) -> tuple[str, float, dict[str, Any]] | None:
+    ) -> tuple[str, float, Send] | None:
         """Record the failed attempt and plan the next one (None: give up, surface `exc`).
 
         Raises IncompleteStream to end the stream where it is, as the server would have.
         """
         state = run.state
         state.settle(keep_latest=False)
-        if self.stamp is None:
-            self.stamp = stamp(state, run.last_chunk)
+        self.protocol.interrupted(state, run.last_chunk)
         if not state.attempts:
             self.clean_origin = failure.cause == "incomplete"
         if failure.cause == "diverged":
@@ -227,7 +217,7 @@ class Resumer:
             if state.retries:  # the history explains the error the caller will get
                 self._close_attempt(run, failure)
             return None
-        if self._answer_complete(state):
+        if self.protocol.answer_complete(state):
             # Every choice has its finish_reason: only usage or `[DONE]` was still to come,
             # not worth generating the answer again. End as if the server had.
             self._close_attempt(run, failure, "complete")
@@ -246,7 +236,7 @@ class Resumer:
         )
         strategy = _resume.choose(
             configured=self.options.resume_strategy,
-            prefill_supported=self.prefill_style is not None,
+            prefill_supported=self.protocol.prefill_style is not None,
             prefill_rejected=self.endpoint in runtime.no_prefill,
             single_text_lane=single,
             tool_call_started=run.state.tool_calls_seen,
@@ -264,12 +254,11 @@ class Resumer:
         state.attempts.append(
             {"attempt": self.budget.attempts, "strategy": strategy, "wait": round(wait, 4)}
         )
-        return strategy, wait, self._request(run, strategy)
-
-    def _answer_complete(self, state: StreamState) -> bool:
-        n = self.call.kwargs.get("n")
-        count = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-        return machine.complete(state, expected=count)
+        return (
+            strategy,
+            wait,
+            self.protocol.request(state, strategy, _plain_stream_request(self.call.kwargs)),
+        )
 
     def _ended_as_before(self, state: StreamState) -> bool:
         at = sum(ln.chars for ln in state.lanes.values())
@@ -302,77 +291,6 @@ class Resumer:
             state.attempts.append(
                 {"attempt": len(state.attempts) + 1, "strategy": "initial", **entry}
             )
-
-    def _request(self, run: Run, strategy: str) -> dict[str, Any]:
-        kwargs = _plain_stream_request(self.call.kwargs)
-        if strategy == "replay":
-            return kwargs
-        state = run.state
-        delivered = _lane_text(state, 0)
-        messages = list(kwargs.get("messages") or [])
-        produced = state.tokens_total
-        for key in ("max_tokens", "max_completion_tokens"):
-            reduced = _resume.reduced_limit(kwargs.get(key), produced)
-            if reduced is not None:
-                kwargs[key] = reduced
-        if strategy == "prefill":
-            if self.prefill_style == "prefix":
-                messages.append({"role": "assistant", "content": delivered, "prefix": True})
-            else:
-                messages.append({"role": "assistant", "content": delivered})
-                extra = dict(kwargs.get("extra_body") or {})
-                extra.update(continue_final_message=True, add_generation_prompt=False)
-                kwargs["extra_body"] = extra
-        else:  # continuation
-            messages.append({"role": "assistant", "content": delivered})
-            messages.append({"role": "user", "content": CONTINUE_PROMPT})
-        kwargs["messages"] = messages
-        return kwargs
-
-    def _splice(self, run: Run, strategy: str) -> Splice:
-        """The splice for the next attempt (before the held text is dropped: it needs it)."""
-        assert self.stamp is not None
-        state = run.state
-        state.settle(keep_latest=False)
-        delivered = {
-            k: ln.captured.getvalue()
-            for k, ln in state.lanes.items()
-            if ln.chars and ln.captured is not None
-        }
-        held = {
-            k: ln.seg.held
-            for k, ln in state.lanes.items()
-            if ln.seg is not None and ln.seg.held_chars
-        }
-        if strategy == "replay":
-            prefix = dict(delivered)
-        elif strategy == "continuation":
-            prefix = {0: delivered.get(0, "")}
-        else:
-            prefix = {}
-        # The caller has the logprobs of the text delivered and of the text held now (they came
-        # with the chunks that carried it): the next attempt's entries for those are dropped.
-        # A replay sends both again; a prefill the held part; a continuation writes anew.
-        logprob_bytes: dict[int, int] = {}
-        if strategy != "continuation":
-            for key in set(delivered) | set(held):
-                if key_channel(key) == REASONING:
-                    continue
-                text = held.get(key, "")
-                if strategy == "replay":
-                    text = delivered.get(key, "") + text
-                if text:
-                    logprob_bytes[key] = len(text.encode("utf-8", "surrogatepass"))
-        return Splice(
-            strategy,
-            self.stamp,
-            prefix,
-            state,
-            finished=set(state.finish_reasons),
-            seen=set(state.choice_indexes),
-            usage_seen=state.usage_prior is not None,
-            logprob_bytes=logprob_bytes,
-        )
 
     def _stop(self, run: Run, exc: BaseException, failure: Failure, why: str) -> Exception:
         """What giving up raises: the end of the stream, where the raw SDK would have ended
@@ -425,10 +343,10 @@ class Resumer:
                 self._give_up(run, last, failure)
                 return None
             yield CLOSE  # only now: a stream we do not resume is read on to its end
-            strategy, wait, kwargs = plan
+            strategy, wait, send = plan
             yield Sleep(wait)
             try:
-                stream = yield Send(self.create, self.args, kwargs)
+                stream = yield send
             except Exception as err:
                 f = self._failed_request(run, err, strategy)
                 if f is None:
@@ -436,7 +354,7 @@ class Resumer:
                     raise self._stop(run, err, failure, why) from err
                 failure, last = f, err
                 continue
-            splice = self._splice(run, strategy)
+            splice = self.protocol.splice(run.state, strategy)
             run.attempt_started()
             return Source(stream, splice)
 
@@ -578,28 +496,9 @@ async def _retrying_async(create: Any, args: Any, kwargs: dict[str, Any]) -> Any
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _lane_text(state: StreamState, key: int) -> str:
-    state.settle(keep_latest=False)
-    lane = state.lanes.get(key)
-    return lane.captured.getvalue() if lane is not None and lane.captured is not None else ""
-
-
 def _retry_after(exc: openai.APIStatusError) -> float | None:
     try:
         value = exc.response.headers.get("retry-after")
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _prefill_style(client: Any, configured: str | None) -> str | None:
-    """How this endpoint continues a partial assistant message, if it can."""
-    if configured is not None:
-        return configured
-    try:
-        host = urlsplit(str(client.base_url)).hostname or ""
-    except Exception:
-        host = ""
-    if any(host == h or host.endswith("." + h) for h in _PREFIX_HOSTS):
-        return "prefix"
-    return None
