@@ -57,8 +57,17 @@ class ResumeAdapter(Protocol):
     prefill_style: str | None
     """How the endpoint continues a partial answer (`prefill`), None when it cannot."""
 
-    def interrupted(self, state: StreamState, last_chunk: Any) -> None:
+    strategies: frozenset[str]
+    """The `resume_strategy` settings it carries out; any other one counts as `auto`."""
+
+    def interrupted(self, state: StreamState, last_chunk: Any, cause: str) -> None:
         """An attempt broke (called at every failure, before anything else is decided)."""
+        ...
+
+    def exact_resume(self, cause: str) -> str | None:
+        """A resume the protocol makes exactly and without regenerating, whatever was delivered
+        (a background response's re-attach): its strategy name; None lets `_core.resume`
+        choose."""
         ...
 
     def answer_complete(self, state: StreamState) -> bool:

@@ -27,6 +27,7 @@ CONTINUE_PROMPT = (
 
 # Endpoints known to continue a partial assistant message ("prefix": true).
 _PREFIX_HOSTS = ("api.deepseek.com", "api.mistral.ai")
+_STRATEGIES = frozenset({"auto", "prefill", "replay", "continuation"})
 
 
 class ChatResume:
@@ -34,6 +35,8 @@ class ChatResume:
     `recover.Resumer` (cheaply: nothing is copied before a resume)."""
 
     __slots__ = ("args", "create", "kwargs", "prefill_style", "stamp")
+
+    strategies = _STRATEGIES
 
     def __init__(
         self, client: Any, create: Any, args: Any, kwargs: dict[str, Any], prefill: str | None
@@ -45,11 +48,15 @@ class ChatResume:
         """How this endpoint continues a partial assistant message; None: it cannot."""
         self.stamp: tuple[Any, Any, Any] | None = None
 
-    def interrupted(self, state: StreamState, last_chunk: Any) -> None:
+    def interrupted(self, state: StreamState, last_chunk: Any, cause: str) -> None:
         """The stream broke: remember what every resumed chunk must carry (the first attempt's
         id, created and model), once."""
         if self.stamp is None:
             self.stamp = stamp(state, last_chunk)
+
+    def exact_resume(self, cause: str) -> str | None:
+        """None: a chat completion lives only in its stream (the strategies of `_core.resume`)."""
+        return None
 
     def answer_complete(self, state: StreamState) -> bool:
         """Every choice has its finish_reason: only usage or `[DONE]` was still to come."""

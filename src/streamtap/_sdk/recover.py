@@ -208,7 +208,7 @@ class Resumer:
         """
         state = run.state
         state.settle(keep_latest=False)
-        self.protocol.interrupted(state, run.last_chunk)
+        self.protocol.interrupted(state, run.last_chunk, failure.cause)
         if not state.attempts:
             self.clean_origin = failure.cause == "incomplete"
         if failure.cause == "diverged":
@@ -229,20 +229,7 @@ class Resumer:
             self._close_attempt(run, failure, "incomplete")
             raise IncompleteStream()
         self._close_attempt(run, failure)
-        lanes = [ln for ln in state.lanes.values() if ln.chars or ln.seg is not None]
-        single = (
-            all(k == 0 for k, ln in state.lanes.items() if ln.chars)
-            and len({ln.index for ln in lanes}) <= 1
-        )
-        strategy = _resume.choose(
-            configured=self.options.resume_strategy,
-            prefill_supported=self.protocol.prefill_style is not None,
-            prefill_rejected=self.endpoint in runtime.no_prefill,
-            single_text_lane=single,
-            tool_call_started=run.state.tool_calls_seen,
-            replay_diverged=self.diverged,
-            delivered_any=any(ln.chars for ln in state.lanes.values()),
-        )
+        strategy = self.protocol.exact_resume(failure.cause) or self._choose(state)
         if strategy is None:
             return None
         wait = self.budget.next_wait(_clock(), failure.retry_after)
@@ -258,6 +245,24 @@ class Resumer:
             strategy,
             wait,
             self.protocol.request(state, strategy, _plain_stream_request(self.call.kwargs)),
+        )
+
+    def _choose(self, state: StreamState) -> str | None:
+        """The strategy `_core.resume` chooses for the next attempt (None: give up)."""
+        lanes = [ln for ln in state.lanes.values() if ln.chars or ln.seg is not None]
+        single = (
+            all(k == 0 for k, ln in state.lanes.items() if ln.chars)
+            and len({ln.index for ln in lanes}) <= 1
+        )
+        configured = self.options.resume_strategy
+        return _resume.choose(
+            configured=configured if configured in self.protocol.strategies else "auto",
+            prefill_supported=self.protocol.prefill_style is not None,
+            prefill_rejected=self.endpoint in runtime.no_prefill,
+            single_text_lane=single,
+            tool_call_started=state.tool_calls_seen,
+            replay_diverged=self.diverged,
+            delivered_any=any(ln.chars for ln in state.lanes.values()),
         )
 
     def _ended_as_before(self, state: StreamState) -> bool:
