@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 # Text channels of one choice. Each (choice index, channel) pair gets its own lane, so that
-# n > 1 choices and reasoning text are never merged into the answer text.
-CONTENT, REASONING, REFUSAL = 0, 1, 2
-CHANNEL_NAMES = ("content", "reasoning", "refusal")
+# n > 1 choices and reasoning text are never merged into the answer text. SUMMARY: a reasoning
+# summary (the Responses API), which is not the reasoning the server bills.
+CONTENT, REASONING, REFUSAL, SUMMARY = 0, 1, 2, 3
+CHANNEL_NAMES = ("content", "reasoning", "refusal", "reasoning_summary")
 
 
 def lane_key(index: int, channel: int) -> int:
@@ -231,9 +232,14 @@ class StreamState:
 
     # -- per chunk --------------------------------------------------------------------------
 
-    def lane(self, index: int, channel: int, field: str) -> Lane:
-        """The lane for (choice index, channel), created on first use."""
-        key = lane_key(index, channel)
+    def lane(self, index: int, channel: int, field: str, key: int | None = None) -> Lane:
+        """The lane for (choice index, channel), created on first use.
+
+        `key`: a key of the caller's (`lane_key(n, channel)`) where one choice has several
+        lanes per channel (the Responses API: one per output item and part, all of choice 0).
+        """
+        if key is None:
+            key = lane_key(index, channel)
         lane = self.lanes.get(key)
         if lane is None:
             o = self.resolved.options
@@ -488,8 +494,14 @@ class StreamState:
                 ln.tokens for key, ln in self.lanes.items() if key_channel(key) == REASONING
             )
             billed_text = completion if streamed_reasoning else completion - reasoning
-            ev["streamtap.tokens.diff"] = counted - billed_text
+            # A reasoning summary (Responses API) is written apart and not billed as output
+            # (nor counted in an exact count: logprobs come with the answer text only).
+            summary = 0 if self.exact_tokens else self._channel_tokens(SUMMARY)
+            ev["streamtap.tokens.diff"] = counted - summary - billed_text
         return counted
+
+    def _channel_tokens(self, channel: int) -> int:
+        return sum(ln.tokens for key, ln in self.lanes.items() if key_channel(key) == channel)
 
     def _buffering_fields(self, ev: dict[str, Any]) -> None:
         ev["streamtap.buffering.mode"] = self.resolved.mode
@@ -507,13 +519,14 @@ class StreamState:
             ev["streamtap.buffering.hold_mean"] = hold_sum / hold_n
 
     def output_text(self) -> dict[str, str] | str:
-        """Delivered text per lane ("0.content", ...); a plain str for the one-choice case."""
+        """Delivered text per lane ("0.content", ...); a plain str for the one-choice case.
+        Lanes of one choice and channel (the Responses API's parts) are joined in key order."""
         self.settle(keep_latest=False)
-        texts = {
-            f"{ln.index}.{CHANNEL_NAMES[key_channel(key)]}": ln.captured.getvalue()
-            for key, ln in sorted(self.lanes.items())
-            if ln.captured is not None
-        }
+        texts: dict[str, str] = {}
+        for key, ln in sorted(self.lanes.items()):
+            if ln.captured is not None:
+                name = f"{ln.index}.{CHANNEL_NAMES[key_channel(key)]}"
+                texts[name] = texts.get(name, "") + ln.captured.getvalue()
         if list(texts) == ["0.content"]:
             return texts["0.content"]
         return texts
@@ -525,7 +538,8 @@ def delivered_text(state: StreamState) -> str | dict[str, str]:
     texts: dict[str, str] = {}
     for key, ln in sorted(state.lanes.items()):
         if key_channel(key) == CONTENT and ln.captured is not None:
-            texts[str(ln.index)] = ln.captured.getvalue()
+            name = str(ln.index)
+            texts[name] = texts.get(name, "") + ln.captured.getvalue()
     if list(texts) in ([], ["0"]):
         return texts.get("0", "")
     return texts

@@ -1,9 +1,10 @@
 """What a protocol adapter offers the drivers (`_drivers`) and what they may ask of it.
 
-An adapter is a module (`_chat` for chat completion chunks; the Responses API's events next):
-the only code that reads or rewrites the SDK's stream items. It parses an item into the
-events of the pure stream machine (`_machine`) and renders what the machine releases back into
-items the caller gets. The drivers never look inside an item.
+An adapter is a module (`chat` for chat completion chunks) or an object made per stream
+(`responses.ResponsesAdapter` for the Responses API's events, which remembers each lane's last
+delta event): the only code that reads or rewrites the SDK's stream items. It parses an item
+into the events of the pure stream machine (`_machine`) and renders what the machine releases
+back into items the caller gets. The drivers never look inside an item.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from typing import Any, Protocol
 from .._core.resume import Send
 from .._core.state import Lane, StreamState
 
-# What `process_chunk` tells the driver to do with the item it was given.
-DELIVER, SKIP, ERROR = 1, 0, 2
+# What `process_chunk` tells the driver to do with the item it was given. RELEASE: deliver the
+# held text first (`flush_chunks(state, item)`: items of its own), then the item, which must not
+# carry it (a Responses `.done` or `response.completed` event is never changed).
+DELIVER, SKIP, ERROR, RELEASE = 1, 0, 2, 3
 
 
 class Adapter(Protocol):
     def process_chunk(self, state: StreamState, chunk: Any, now: float, hide_usage: bool) -> int:
         """Feed one item to the machine and rewrite its text in place: DELIVER, SKIP (an item
-        the caller asked not to see) or ERROR (an in-band error: see `error_object`)."""
+        the caller asked not to see), ERROR (an in-band error: see `error_object`) or RELEASE
+        (held text goes out first, in items of its own)."""
         ...
 
     def flush_chunks(

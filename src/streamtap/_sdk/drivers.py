@@ -22,7 +22,7 @@ from .._core.state import StreamState, delivered_text
 from .._errors import internal_error
 from .._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
 from . import log as _log
-from .adapter import DELIVER, ERROR, SKIP
+from .adapter import DELIVER, ERROR, RELEASE, SKIP
 from .run import Run, aclose_quietly, close_quietly
 from .watchdog import watchdog
 
@@ -78,6 +78,12 @@ def sync_chunks(run: Run) -> Generator[Any, None, None]:
                     elif deliver == SALVAGED:
                         try:
                             yield from salvaged
+                        except BaseException as e:
+                            thrown = e
+                            break
+                    elif deliver == RELEASE:
+                        try:
+                            yield from _released(run, chunk)
                         except BaseException as e:
                             thrown = e
                             break
@@ -145,6 +151,10 @@ async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                     yield chunk
                     continue
                 if deliver == SKIP:
+                    continue
+                if deliver == RELEASE:
+                    for c in _released(run, chunk):
+                        yield c
                     continue
                 exc = run.adapter.error_object(chunk)
             plan = Plan(after_read(run, exc))
@@ -427,6 +437,15 @@ def _flush(run: Run, now: float | None = None) -> list[Any]:
     except Exception as exc:
         internal_error("flushing held text", exc, run.state.internal_errors)
         return []
+
+
+def _released(run: Run, chunk: Any) -> list[Any]:
+    """The adapter said RELEASE: the items carrying every lane's held text, then `chunk`."""
+    try:
+        return [*run.adapter.flush_chunks(run.state, chunk), chunk]
+    except Exception as exc:
+        internal_error("releasing held text", exc, run.state.internal_errors)
+        return [chunk]
 
 
 SALVAGED = -1  # (sync loop) processing the chunk failed: deliver `_salvage`'s chunks instead

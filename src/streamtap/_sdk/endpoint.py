@@ -8,8 +8,13 @@ from urllib.parse import urlsplit
 
 from .._core.state import StreamState
 
+# `openai.api.type` (OpenTelemetry's OpenAI conventions) per API; both are operation `chat`.
+CHAT_COMPLETIONS, RESPONSES = "chat_completions", "responses"
 
-def request_fields(client: Any, kwargs: dict[str, Any], stream: bool) -> dict[str, Any]:
+
+def request_fields(
+    client: Any, kwargs: dict[str, Any], stream: bool, api: str = CHAT_COMPLETIONS
+) -> dict[str, Any]:
     """The static fields of the summary event for one request (no secrets, no content)."""
     host: str | None = None
     port: int | None = None
@@ -22,6 +27,7 @@ def request_fields(client: Any, kwargs: dict[str, Any], stream: bool) -> dict[st
     model = kwargs.get("model")
     return {
         "gen_ai.operation.name": "chat",
+        "openai.api.type": api,
         "gen_ai.provider.name": provider_name(client),
         "gen_ai.request.model": model if isinstance(model, str) else None,
         "server.address": host,

@@ -30,10 +30,12 @@ from .._errors import internal_error
 from .._options import Resolved
 from .._runtime import runtime
 from . import log as _log
+from .adapter import Adapter
 from .chat import record_completion
-from .endpoint import endpoint_key, request_fields, response_meta
+from .endpoint import CHAT_COMPLETIONS, RESPONSES, endpoint_key, request_fields, response_meta
 from .proxy import AsyncStreamProxy, ResponseProxy, StreamProxy
 from .recover import Resumer
+from .responses import ResponsesAdapter, record_response
 from .run import Run
 
 if TYPE_CHECKING:
@@ -110,11 +112,23 @@ def _forget_bound_wrappers(client: Any) -> None:
     `instrument()` would bypass it; the SDK remakes them on next access.
     """
     try:
-        resource = client.chat.completions
-        for name in ("with_raw_response", "with_streaming_response"):
-            resource.__dict__.pop(name, None)
+        resources = [client.chat.completions]
+        if _has_responses():
+            resources.append(client.responses)
+        for resource in resources:
+            for name in ("with_raw_response", "with_streaming_response"):
+                resource.__dict__.pop(name, None)
     except Exception as exc:
         internal_error("refreshing cached SDK wrappers", exc)
+
+
+def _has_responses() -> bool:
+    """The SDK has the Responses API (openai 1.66 and later)."""
+    try:
+        import openai.resources.responses  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def uninstrument(client: openai.OpenAI | openai.AsyncOpenAI | None = None) -> None:
@@ -151,6 +165,14 @@ def _patch_sdk() -> None:
 
     _wrap(Completions, "create", _sync_create)
     _wrap(AsyncCompletions, "create", _async_create)
+    if _has_responses():
+        from openai.resources.responses import AsyncResponses, Responses
+
+        # (`responses.stream(...)` calls `create` / `retrieve`: the helper is covered too.)
+        _wrap(Responses, "create", _sync_responses_create)
+        _wrap(AsyncResponses, "create", _async_responses_create)
+        _wrap(Responses, "retrieve", _sync_responses_retrieve)
+        _wrap(AsyncResponses, "retrieve", _async_responses_retrieve)
     from openai._base_client import AsyncAPIClient, SyncAPIClient
 
     _wrap(SyncAPIClient, "post", _sync_post)
@@ -188,16 +210,33 @@ def _copy(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 class _Call:
     """What `create` decided for one request, before it is sent."""
 
-    __slots__ = ("client", "hide_usage", "injected", "kwargs", "resolved", "state", "stream")
+    __slots__ = (
+        "api",
+        "client",
+        "hide_usage",
+        "injected",
+        "kwargs",
+        "resolved",
+        "state",
+        "stream",
+    )
 
-    def __init__(self, client: Any, resolved: Resolved, kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, client: Any, resolved: Resolved, kwargs: dict[str, Any], api: str = CHAT_COMPLETIONS
+    ) -> None:
         self.client = client
+        self.api = api
         self.resolved = resolved = _options.effective(resolved)
         self.stream = stream = kwargs.get("stream") is True
         self.injected = False
         self.hide_usage = False
         so = kwargs.get("stream_options")
-        undecided = stream and not (isinstance(so, dict) and "include_usage" in so)
+        # (A Responses stream always ends with its usage: nothing to ask for.)
+        undecided = (
+            stream
+            and api == CHAT_COMPLETIONS
+            and not (isinstance(so, dict) and "include_usage" in so)
+        )
         endpoint = endpoint_key(client) if undecided else ""
         if undecided and self._may_inject(resolved.options.include_usage, endpoint, kwargs):
             # The caller did not decide: ask for usage, and hide the chunk that brings it.
@@ -207,9 +246,9 @@ class _Call:
         self.kwargs = kwargs
         self.state = StreamState(
             resolved,
-            request_fields(client, kwargs, stream),
+            request_fields(client, kwargs, stream, api),
             _clock(),
-            kwargs.get("messages"),
+            kwargs.get("messages" if api == CHAT_COMPLETIONS else "input"),
         )
         self.state.request["streamtap.started_at"] = time.time()
         if undecided and not self.injected:
@@ -254,16 +293,25 @@ class _Call:
         o = self.resolved.options
         if not o.retry or o.resume_strategy == "off":
             return None
+        if self.api == RESPONSES:
+            # Not yet: a broken Responses stream ends with the SDK's own exception, after the
+            # held text (docs/resume.md).
+            return None
         return Resumer(self, create, args)
+
+    def run(self, result: Any, create: Any, args: Any) -> Run:
+        adapter: Adapter | None = ResponsesAdapter() if self.api == RESPONSES else None
+        resumer = self.resumer(create, args)
+        if adapter is None:
+            return Run(self.state, result, self.hide_usage, resumer)
+        return Run(self.state, result, self.hide_usage, resumer, adapter)
 
     def adopt(self, result: Any, create: Any, args: Any) -> Any:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""
         if isinstance(result, openai.Stream):
-            run = Run(self.state, result, self.hide_usage, self.resumer(create, args))
-            return StreamProxy(result, run)
+            return StreamProxy(result, self.run(result, create, args))
         if isinstance(result, openai.AsyncStream):
-            run = Run(self.state, result, self.hide_usage, self.resumer(create, args))
-            return AsyncStreamProxy(result, run)
+            return AsyncStreamProxy(result, self.run(result, create, args))
         if _is_raw_response(result):
             response_meta(self.state, getattr(result, "http_response", None))
             return ResponseProxy(
@@ -272,7 +320,10 @@ class _Call:
         # A plain (non-streamed) completion: log it with its latency and usage.
         state = self.state
         try:
-            record_completion(state, result)
+            if self.api == RESPONSES:
+                record_response(state, result)
+            else:
+                record_completion(state, result)
             state.timing.chunk(_clock())
         except Exception as exc:
             internal_error("recording a completion", exc)
@@ -339,21 +390,23 @@ def _is_raw_response(result: Any) -> bool:
     return isinstance(result, (LegacyAPIResponse, APIResponse, AsyncAPIResponse))
 
 
-def _prepare(instance: Any, args: Any, kwargs: Any) -> _Call | None:
+def _prepare(instance: Any, args: Any, kwargs: Any, api: str = CHAT_COMPLETIONS) -> _Call | None:
     try:
         resolved = _lookup(instance._client)
         if resolved is None:
             return None
-        return _Call(instance._client, resolved, kwargs)
+        return _Call(instance._client, resolved, kwargs, api)
     except Exception as exc:
         internal_error("preparing a request", exc)
         return None
 
 
-def _sync_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _sync_create(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any, api: str = CHAT_COMPLETIONS
+) -> Any:
     token = _in_create.set(True)
     try:
-        call = _prepare(instance, args, kwargs)
+        call = _prepare(instance, args, kwargs, api)
         if call is None:
             return wrapped(*args, **kwargs)
         return _send_sync(call, _marked_sync(wrapped), args)
@@ -379,12 +432,39 @@ def _send_sync(call: _Call, send: Any, args: Any, resend: Any = None) -> Any:
     return _adopt(call, result, resend or send, args)
 
 
-def _async_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    call = _prepare(instance, args, kwargs)
+def _async_create(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any, api: str = CHAT_COMPLETIONS
+) -> Any:
+    call = _prepare(instance, args, kwargs, api)
     send = _marked_async(wrapped)
     if call is None:
         return send(*args, **kwargs)
     return _send_async(call, send, args)
+
+
+# -- the Responses API -------------------------------------------------------------------------
+
+
+def _sync_responses_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    return _sync_create(wrapped, instance, args, kwargs, RESPONSES)
+
+
+def _async_responses_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    return _async_create(wrapped, instance, args, kwargs, RESPONSES)
+
+
+def _sync_responses_retrieve(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """`retrieve(id, stream=True, starting_after=N)` streams a (background) response's events
+    again: instrumented like `create`. A plain `retrieve` is not a generation: untouched."""
+    if kwargs.get("stream") is not True:
+        return wrapped(*args, **kwargs)
+    return _sync_create(wrapped, instance, args, kwargs, RESPONSES)
+
+
+def _async_responses_retrieve(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    if kwargs.get("stream") is not True:
+        return wrapped(*args, **kwargs)
+    return _async_create(wrapped, instance, args, kwargs, RESPONSES)
 
 
 async def _send_async(call: _Call, send: Any, args: Any, resend: Any = None) -> Any:

@@ -144,7 +144,12 @@ class Run:
             _log.emit(state)
 
     def finish_exhausted(self) -> None:
-        self.finish("ok" if self.complete() else "incomplete", "exhausted")
+        if self.state.error_type is not None:
+            # The server reported a failure in the stream itself (a Responses `error` event or
+            # `response.failed`: the adapter set its code), and the body then ended cleanly.
+            self.finish("error", "exhausted")
+        else:
+            self.finish("ok" if self.complete() else "incomplete", "exhausted")
 
     def complete(self) -> bool:
         return machine.complete(self.state)
