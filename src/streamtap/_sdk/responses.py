@@ -183,6 +183,7 @@ def _record_response(state: StreamState, response: Any, kind: str) -> None:
         return
     d = response.__dict__
     machine.response(state, d.get("id"), d.get("created_at"), d.get("model"))
+    machine.choice_seen(state, 0)  # (a Response is one answer)
     if kind not in TERMINAL:
         return
     status = d.get("status") or kind.rpartition(".")[2]
