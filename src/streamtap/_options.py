@@ -51,6 +51,9 @@ class Options:
     log_content: bool = False
     logger: logging.Logger | StructLogger | None = None
     hooks: tuple[SummaryHook, ...] = ()
+    fast_decode: bool = False
+    """Build chunks with pydantic-core instead of the SDK's `construct_type` (identical objects;
+    an item it cannot reproduce exactly is decoded by the SDK: docs/fast-decode.md)."""
     retry: bool = True
     max_attempts: int = 3
     idle_timeout: float | None = 30.0
@@ -116,7 +119,7 @@ def _validate(o: Options) -> None:
         raise TypeError(f"streamtap: hold_max_chars must be an int, got {o.hold_max_chars!r}")
     if o.hold_max_chars < 1:
         raise ValueError(f"streamtap: hold_max_chars must be >= 1, got {o.hold_max_chars}")
-    for name in ("count_tokens", "include_usage", "log_content", "retry"):
+    for name in ("count_tokens", "include_usage", "log_content", "retry", "fast_decode"):
         if not isinstance(getattr(o, name), bool):
             raise TypeError(f"streamtap: {name} must be True or False, got {getattr(o, name)!r}")
     if o.encoding is not None and o.encoding not in ("o200k_base", "cl100k_base"):

@@ -70,6 +70,7 @@ class InstrumentOptions(TypedDict, total=False):
     log_content: bool
     logger: logging.Logger | StructLogger | None
     hooks: SummaryHook | Iterable[SummaryHook] | None
+    fast_decode: bool
     retry: bool
     max_attempts: int
     idle_timeout: float | None

@@ -29,6 +29,7 @@ from .._core.state import StreamState
 from .._errors import internal_error
 from .._options import Resolved
 from .._runtime import runtime
+from . import fast_decode
 from . import log as _log
 from .adapter import Adapter
 from .chat import record_completion
@@ -94,6 +95,8 @@ def instrument(client: Any = None, **options: Any) -> Any:
         )
     resolved = Resolved(_options.make_options(None, **options))
     resolved.preload()
+    if resolved.options.fast_decode:
+        _prepare_fast_decode()
     with _rt.lock:
         _patch_sdk()
         if client is None:
@@ -103,6 +106,13 @@ def instrument(client: Any = None, **options: Any) -> Any:
             _rt.clients[client] = resolved
             _forget_bound_wrappers(client)
     return client
+
+
+def _prepare_fast_decode() -> None:
+    try:
+        fast_decode.prepare()
+    except Exception as exc:
+        internal_error("preparing fast decoding", exc)
 
 
 def _forget_bound_wrappers(client: Any) -> None:
@@ -308,6 +318,12 @@ class _Call:
 
     def adopt(self, result: Any, create: Any, args: Any) -> Any:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""
+        if (
+            self.resolved.options.fast_decode
+            and self.api != RESPONSES  # (chat only for now: docs/fast-decode.md)
+            and isinstance(result, (openai.Stream, openai.AsyncStream))
+        ):
+            fast_decode.install_quietly(result)
         if isinstance(result, openai.Stream):
             return StreamProxy(result, self.run(result, create, args))
         if isinstance(result, openai.AsyncStream):

@@ -26,6 +26,7 @@ from .._core.resume import CLOSE, Budget, Close, Failure, Plan, Send, Sleep, Ste
 from .._core.state import CONTENT, StreamState, delivered_text, key_channel
 from .._exceptions import Diverged, ErrorObject, IncompleteStream, Stalled, interrupted
 from .._runtime import runtime
+from . import fast_decode
 from .adapter import ResumeAdapter, Splicer
 from .chat_resume import ChatResume
 from .endpoint import endpoint_key
@@ -361,6 +362,8 @@ class Resumer:
                 continue
             splice = self.protocol.splice(run.state, strategy)
             run.attempt_started()
+            if self.options.fast_decode and isinstance(self.protocol, ChatResume):
+                fast_decode.install_quietly(stream)  # (chat only for now: docs/fast-decode.md)
             return Source(stream, splice)
 
     def recover_sync(self, run: Run, exc: BaseException) -> Source | None:
