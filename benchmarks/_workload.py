@@ -46,6 +46,8 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "+tokens": {**SHELL, "count_tokens": True},
     "+retry": {**SHELL, "retry": True},
     "+usage": {**SHELL, "include_usage": True},
+    # every capability on, chunks decoded by pydantic-core instead of the SDK's construct_type
+    "all+fast": {"fast_decode": True},
 }
 
 

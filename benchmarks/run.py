@@ -38,7 +38,17 @@ sys.path.insert(0, str(HERE))
 import _cg  # noqa: E402
 
 BENCHMARKS = ("cpu", "peers", "memory", "scaling", "concurrency", "latency", "resume")
-CPU_VARIANTS = ("raw", "raw2", "shell", "+buffering", "+tokens", "+retry", "+usage", "all")
+CPU_VARIANTS = (
+    "raw",
+    "raw2",
+    "shell",
+    "+buffering",
+    "+tokens",
+    "+retry",
+    "+usage",
+    "all",
+    "all+fast",
+)
 PEERS = (
     "otel-openai-v2",
     "otel-openai-v2-content",
@@ -322,12 +332,15 @@ def bench_cpu(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
     # (transport, api, variants): every capability on the in-process transport; the main
     # variants over loopback and for async clients.
     plan = (
-        [("mock", "sync", ("raw", "all")), ("mock", "async", ("raw", "all"))]
+        [
+            ("mock", "sync", ("raw", "all", "all+fast")),
+            ("mock", "async", ("raw", "all", "all+fast")),
+        ]
         if quick
         else [
             ("mock", "sync", CPU_VARIANTS),
-            ("loopback", "sync", ("raw", "shell", "all")),
-            ("mock", "async", ("raw", "shell", "+buffering", "all")),
+            ("loopback", "sync", ("raw", "shell", "all", "all+fast")),
+            ("mock", "async", ("raw", "shell", "+buffering", "all", "all+fast")),
         ]
     )
     # Instruction counts barely move between runs, so the other views use shorter streams.
@@ -480,7 +493,7 @@ def bench_peers(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
 def bench_memory(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
     n = 10_000 if quick else 100_000
     out: dict[str, Any] = {"n": n, "runs": {}}
-    for v in ("raw", "all"):
+    for v in ("raw", "all", "all+fast"):
         log(f"memory: {v}, {n} chunks (RSS)")
         r = run_json(
             [python, str(HERE / "_workload.py"), "memory", "--variant", v, "--n", str(n)],
