@@ -812,3 +812,36 @@ def test_pydantic_1_falls_back_entirely_and_says_so_once(
     warnings = [r for r in caplog.records if "fast_decode" in r.getMessage()]
     assert len(warnings) == 1
     client.close()
+
+
+@v2_only
+def test_post_level_callers_are_decoded_fast(replay: FakeServer) -> None:
+    """Libraries that call the client's `post(..., stream=True, stream_cls=...)` themselves
+    (litellm) get fast decoding as well."""
+    replay.clear()
+    replay.default = Reply(raw=_BODY)
+    client = openai.OpenAI(api_key="sk-test", base_url=replay.base_url, max_retries=0)
+    chunk_type = _chunk_type()
+    body = {"model": "gpt-4o-mini", "messages": MSG, "stream": True}
+    post: Any = client.post
+    want = list(
+        post(
+            "/chat/completions",
+            body=body,
+            cast_to=chunk_type,
+            stream=True,
+            stream_cls=openai.Stream[chunk_type],
+        )
+    )
+    streamtap.instrument(client, fast_decode=True, buffering="off", include_usage=False)
+    post = client.post  # (the method as patched now)
+    stream = post(
+        "/chat/completions",
+        body=body,
+        cast_to=chunk_type,
+        stream=True,
+        stream_cls=openai.Stream[chunk_type],
+    )
+    assert _decoded_fast_stream(stream)
+    assert_same_chunks(list(stream), want)
+    client.close()
