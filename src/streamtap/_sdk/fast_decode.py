@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from typing import Any
 
 from .._errors import internal_error
@@ -183,7 +184,10 @@ def _build(cast_to: Any) -> Validate | None:
 
 
 # Values of every JSON kind, to find the types `construct_type` returns unchanged.
-_PROBES: tuple[Any, ...] = (0, 1, -7, 2**70, 1.5, "", "5", "x", True, False, None, [1], {"a": 1})
+_PROBES: tuple[Any, ...] = (
+    *(0, 1, -7, 2**70, 1.5, -0.0, True, False, None, [1], {"a": 1}),
+    *("", "5", "1.5", "x", "true", "2024-01-02", "2024-01-02T03:04:05Z", "12:00:00"),
+)
 
 
 def _constructor(cls: Any) -> Callable[[tuple[Any, Any, Any]], Any]:
@@ -198,6 +202,11 @@ def _constructor(cls: Any) -> Callable[[tuple[Any, Any, Any]], Any]:
     def construct(fields: tuple[Any, Any, Any]) -> Any:
         values, extra, fields_set = fields
         if extra:
+            for key in extra:
+                if key[:1] == "_":
+                    # `_fields_set` (and the name-mangled class argument) are construct()'s
+                    # own keyword arguments: the SDK decodes such an item
+                    raise ValueError("an extra key that construct() may take for its own")
             fields_set.difference_update(extra)
         m = new(cls)
         put(m, "__dict__", values)
@@ -264,18 +273,22 @@ class _Mirror:
             if len(args) != 1:
                 raise Unsupported("a bare List")
             return core_schema.list_schema(self.schema(args[0]))
-        return self.leaf(type_)
+        return self.leaf(type_, origin)
 
-    def leaf(self, type_: Any) -> Any:
+    def leaf(self, type_: Any, origin: Any) -> Any:
         """A type `construct_type` has no container branch for: the raw value where it returns
-        every JSON value unchanged, else `construct_type` itself (float, datetime, ...)."""
+        every JSON value unchanged, else `construct_type` itself (float, datetime, date, and
+        whatever a release of the SDK may convert that the probes show)."""
         from pydantic_core import core_schema
 
         construct = self.m.construct_type
-        try:
-            raw = all(construct(value=p, type_=type_) is p for p in _PROBES)
-        except Exception:
+        if origin == float or type_ in (datetime, date):  # noqa: E721
             raw = False
+        else:
+            try:
+                raw = all(construct(value=p, type_=type_) is p for p in _PROBES)
+            except Exception:
+                raw = False
         if raw:
             return core_schema.any_schema()
 
@@ -318,9 +331,6 @@ class _Mirror:
             extras_schema=(
                 core_schema.any_schema() if extra_type is None else self.schema(extra_type)
             ),
-            # `_fields_set` (and the name-mangled class argument) are construct()'s own
-            # keyword arguments: such items go to the SDK.
-            extras_keys_schema=core_schema.str_schema(pattern="^[^_]"),
         )
         return core_schema.no_info_after_validator_function(_constructor(cls), inner, ref=ref)
 
