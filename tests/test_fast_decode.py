@@ -850,3 +850,25 @@ def test_post_level_callers_are_decoded_fast(replay: FakeServer) -> None:
     assert _decoded_fast_stream(stream)
     assert_same_chunks(list(stream), want)
     client.close()
+
+
+@v2_only
+def test_a_hook_on_the_clients_decoding_stays_in_charge(replay: FakeServer) -> None:
+    """Another library that wraps `_process_response_data` still sees every item."""
+    replay.clear()
+    replay.default = Reply(raw=_BODY)
+    client = openai.OpenAI(api_key="sk-test", base_url=replay.base_url, max_retries=0)
+    seen: list[Any] = []
+    sdk = client._process_response_data
+
+    def hook(**kwargs: Any) -> Any:
+        seen.append(kwargs["data"])
+        return sdk(**kwargs)
+
+    client._process_response_data = hook  # type: ignore[method-assign]
+    streamtap.instrument(client, fast_decode=True)
+    with client.chat.completions.create(**_kwargs({})) as stream:
+        assert not _decoded_fast_stream(stream)
+        assert _text(list(stream)) == "".join(_WORDS)
+    assert len(seen) == len(_WORDS) + 2
+    client.close()

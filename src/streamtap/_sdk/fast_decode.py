@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import types
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import Any
@@ -127,13 +128,18 @@ def install_quietly(stream: Any) -> None:
 
 
 def _sdk_decoding(client: Any) -> bool:
-    """The client decodes stream items with the SDK's own `_process_response_data`."""
-    from openai._base_client import BaseClient
-
-    ours = getattr(BaseClient, "_process_response_data", None)
+    """The client decodes stream items with the SDK's own `_process_response_data`, not
+    patched on the instance or on any class (another library's hook is left in charge)."""
+    if "_process_response_data" in getattr(client, "__dict__", {}):
+        return False
     for cls in type(client).__mro__:
-        if "_process_response_data" in cls.__dict__:
-            return cls.__dict__["_process_response_data"] is ours
+        method = cls.__dict__.get("_process_response_data")
+        if method is not None:
+            return (
+                type(method) is types.FunctionType
+                and method.__module__ == "openai._base_client"
+                and method.__qualname__.endswith("._process_response_data")
+            )
     return False
 
 
