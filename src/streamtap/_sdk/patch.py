@@ -17,6 +17,7 @@ twice).
 from __future__ import annotations
 
 import contextvars
+import inspect
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -31,12 +32,12 @@ from .._options import Resolved
 from .._runtime import runtime
 from . import fast_decode
 from . import log as _log
-from .adapter import Adapter
 from .chat import record_completion
 from .endpoint import CHAT_COMPLETIONS, RESPONSES, endpoint_key, request_fields, response_meta
 from .proxy import AsyncStreamProxy, ResponseProxy, StreamProxy
 from .recover import Resumer
 from .responses import ResponsesAdapter, record_response
+from .responses_resume import ResponsesResume
 from .run import Run
 
 if TYPE_CHECKING:
@@ -227,6 +228,8 @@ class _Call:
         "injected",
         "kwargs",
         "resolved",
+        "resource",
+        "retrieving",
         "state",
         "stream",
     )
@@ -236,6 +239,8 @@ class _Call:
     ) -> None:
         self.client = client
         self.api = api
+        self.resource: Any = None  # the SDK resource the call was made on (`client.responses`)
+        self.retrieving = False  # a `responses.retrieve(id, stream=True)`: a re-attach itself
         self.resolved = resolved = _options.effective(resolved)
         self.stream = stream = kwargs.get("stream") is True
         self.injected = False
@@ -303,18 +308,28 @@ class _Call:
         o = self.resolved.options
         if not o.retry or o.resume_strategy == "off":
             return None
-        if self.api == RESPONSES:
-            # Not yet: a broken Responses stream ends with the SDK's own exception, after the
-            # held text (docs/resume.md).
-            return None
         return Resumer(self, create, args)
 
     def run(self, result: Any, create: Any, args: Any) -> Run:
-        adapter: Adapter | None = ResponsesAdapter() if self.api == RESPONSES else None
-        resumer = self.resumer(create, args)
-        if adapter is None:
-            return Run(self.state, result, self.hide_usage, resumer)
+        if self.api != RESPONSES:
+            return Run(self.state, result, self.hide_usage, self.resumer(create, args))
+        adapter = ResponsesAdapter()
+        o = self.resolved.options
+        resumer = None
+        if o.retry and o.resume_strategy != "off":
+            protocol = self._responses_resume(adapter, result, create, args)
+            resumer = Resumer(self, create, args, protocol)
         return Run(self.state, result, self.hide_usage, resumer, adapter)
+
+    def _responses_resume(
+        self, adapter: ResponsesAdapter, result: Any, create: Any, args: Any
+    ) -> ResponsesResume:
+        """The Responses side of a resume; it re-attaches with the SDK's own `retrieve`."""
+        retrieve = create if self.retrieving else _original(self.resource, "retrieve")
+        if retrieve is not None and not self.retrieving:
+            is_async = isinstance(result, openai.AsyncStream)
+            retrieve = (_marked_async if is_async else _marked_sync)(retrieve)
+        return ResponsesResume(adapter, create, args, self.kwargs, retrieve, self.retrieving)
 
     def adopt(self, result: Any, create: Any, args: Any) -> Any:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""
@@ -406,12 +421,18 @@ def _is_raw_response(result: Any) -> bool:
     return isinstance(result, (LegacyAPIResponse, APIResponse, AsyncAPIResponse))
 
 
-def _prepare(instance: Any, args: Any, kwargs: Any, api: str = CHAT_COMPLETIONS) -> _Call | None:
+def _prepare(
+    instance: Any, args: Any, kwargs: Any, api: str = CHAT_COMPLETIONS, wrapped: Any = None
+) -> _Call | None:
     try:
         resolved = _lookup(instance._client)
         if resolved is None:
             return None
-        return _Call(instance._client, resolved, kwargs, api)
+        call = _Call(instance._client, resolved, kwargs, api)
+        if api == RESPONSES:
+            call.resource = instance
+            call.retrieving = getattr(wrapped, "__name__", "") == "retrieve"
+        return call
     except Exception as exc:
         internal_error("preparing a request", exc)
         return None
@@ -422,7 +443,7 @@ def _sync_create(
 ) -> Any:
     token = _in_create.set(True)
     try:
-        call = _prepare(instance, args, kwargs, api)
+        call = _prepare(instance, args, kwargs, api, wrapped)
         if call is None:
             return wrapped(*args, **kwargs)
         return _send_sync(call, _marked_sync(wrapped), args)
@@ -451,7 +472,7 @@ def _send_sync(call: _Call, send: Any, args: Any, resend: Any = None) -> Any:
 def _async_create(
     wrapped: Any, instance: Any, args: Any, kwargs: Any, api: str = CHAT_COMPLETIONS
 ) -> Any:
-    call = _prepare(instance, args, kwargs, api)
+    call = _prepare(instance, args, kwargs, api, wrapped)
     send = _marked_async(wrapped)
     if call is None:
         return send(*args, **kwargs)
@@ -496,6 +517,16 @@ async def _send_async(call: _Call, send: Any, args: Any, resend: Any = None) -> 
         call.fail(exc)
         raise
     return _adopt(call, result, resend or send, args)
+
+
+def _original(resource: Any, name: str) -> Any:
+    """`resource.<name>` as the SDK defines it (not streamtap's wrapper), bound; None if absent."""
+    try:
+        attr = inspect.getattr_static(type(resource), name)
+        function = getattr(attr, "__wrapped__", attr)
+        return function.__get__(resource, type(resource))
+    except Exception:
+        return None
 
 
 def _marked_sync(create: Any) -> Any:

@@ -47,11 +47,12 @@ class ResponsesAdapter:
     """One stream's adapter (`adapter.Adapter`): lanes by (event type, output item, part), and
     what a released copy is made from."""
 
-    __slots__ = ("lanes", "last", "next_last", "templates")
+    __slots__ = ("items", "lanes", "last", "next_last", "templates")
 
     def __init__(self) -> None:
         self.lanes: dict[tuple[str, Any, Any], Lane] = {}
         self.templates: dict[Lane, Any] = {}  # each lane's latest delta event
+        self.items: dict[Any, Any] = {}  # output index -> the item's id (a replay keeps them)
         self.last: Any = None  # the latest event delivered (its sequence number goes on copies)
         self.next_last: Any = None  # the event that becomes `last` once held text went out
 
@@ -102,6 +103,15 @@ class ResponsesAdapter:
         machine.chunk(state, now)
         if kind in _IDENTITY or kind in TERMINAL:
             _record_response(state, d.get("response"), kind)
+            if kind == "response.failed":
+                # A failure on the server's side, like an `error` event: resumed when its
+                # cause is one a new attempt may not meet (`error_object` gives the cause).
+                self.next_last = event
+                return ERROR
+        elif kind == "response.output_item.added":
+            item = d.get("item")
+            if item is not None:
+                self.items[d.get("output_index")] = item.__dict__.get("id")
         elif kind == "error":
             code = d.get("code")
             state.error_type = str(code) if code else "error"
@@ -155,7 +165,12 @@ class ResponsesAdapter:
         """The exception standing for an in-band `error` event (delivered as the SDK gave it)."""
         from .._exceptions import ErrorObject
 
-        body = dict(event.__dict__)
+        d = event.__dict__
+        if d.get("type") == "response.failed":  # the cause is the response's error
+            response = d.get("response")
+            error = response.__dict__.get("error") if response is not None else None
+            return ErrorObject(event, dump(error) if error is not None else {})
+        body = dict(d)
         extra = extras(event)
         if extra:
             body.update(extra)
