@@ -324,12 +324,18 @@ class _Call:
     def _responses_resume(
         self, adapter: ResponsesAdapter, result: Any, create: Any, args: Any
     ) -> ResponsesResume:
-        """The Responses side of a resume; it re-attaches with the SDK's own `retrieve`."""
-        retrieve = create if self.retrieving else _original(self.resource, "retrieve")
-        if retrieve is not None and not self.retrieving:
-            is_async = isinstance(result, openai.AsyncStream)
-            retrieve = (_marked_async if is_async else _marked_sync)(retrieve)
-        return ResponsesResume(adapter, create, args, self.kwargs, retrieve, self.retrieving)
+        """The Responses side of a resume; it re-attaches with the SDK's own `retrieve`, looked
+        up at the first re-attach (most streams never need it)."""
+        if self.retrieving:
+            return ResponsesResume(adapter, create, args, self.kwargs, lambda: create, True)
+        resource = self.resource
+        mark = _marked_async if isinstance(result, openai.AsyncStream) else _marked_sync
+
+        def retrieve() -> Any:
+            found = _original(resource, "retrieve")
+            return None if found is None else mark(found)
+
+        return ResponsesResume(adapter, create, args, self.kwargs, retrieve)
 
     def adopt(self, result: Any, create: Any, args: Any) -> Any:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""

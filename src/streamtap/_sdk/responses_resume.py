@@ -15,6 +15,7 @@ response, or send the request again and verify the replay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .._core.resume import Send
@@ -49,6 +50,7 @@ class ResponsesResume:
         "args",
         "background",
         "create",
+        "find_retrieve",
         "held_out",
         "ids",
         "is_retrieve",
@@ -67,13 +69,14 @@ class ResponsesResume:
         create: Any,
         args: Any,
         kwargs: dict[str, Any],
-        retrieve: Any,
+        find_retrieve: Callable[[], Any],
         is_retrieve: bool = False,
     ) -> None:
         self.adapter = adapter
         self.create = create
         self.args = args
-        self.retrieve = retrieve  # the uninstrumented `responses.retrieve` (None: unknown)
+        self.find_retrieve = find_retrieve  # the uninstrumented `responses.retrieve`, or None
+        self.retrieve: Any = None
         self.is_retrieve = is_retrieve  # the stream is itself a re-attach
         self.background = is_retrieve or kwargs.get("background") is True
         self.prefill_style: str | None = None  # a Response cannot be prefilled
@@ -97,9 +100,11 @@ class ResponsesResume:
 
     def exact_resume(self, cause: str) -> str | None:
         ready = self.server_id is not None and self.server_seq is not None
-        if self.background and ready and self.retrieve is not None and cause in _REATTACH_CAUSES:
-            return REATTACH
-        return None
+        if not (self.background and ready and cause in _REATTACH_CAUSES):
+            return None
+        if self.retrieve is None:
+            self.retrieve = self.find_retrieve()
+        return REATTACH if self.retrieve is not None else None
 
     def answer_complete(self, state: StreamState) -> bool:
         """A terminal event arrived, and it was not `response.failed`."""
