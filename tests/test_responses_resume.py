@@ -351,3 +351,42 @@ def test_the_callers_own_reattach_is_resumed(mode: str) -> None:
         assert got[0].sequence_number == 3
         assert [r.method for r in server.requests] == ["POST", "GET", "GET"]
         assert "starting_after=12" in server.requests[2].query
+
+
+def test_a_failure_early_in_a_replay_is_seen(events: Any) -> None:
+    """A replay that fails before reaching the break still reports it (it is not among the
+    events the caller has, which a replay leaves out)."""
+    with FakeServer() as server:
+        server.enqueue(
+            Reply.model_mode(length=120, fault=Fault.cut(after_events=15)),
+            Reply.model_mode(length=120, fault=Fault.response_failed(after_events=5)),
+        )
+        server.default = Reply.model_mode(length=120)
+        got = stream("sync", server, {})
+        assert text_of(got) == ANSWER
+        check_one_answer(got)
+        causes = [a.get("cause") for a in events.one()["streamtap.attempts"]]
+        assert causes[:2] == ["transport", "in_band_error"]  # (not a clean end: `incomplete`)
+        assert len(server.requests) == 3
+
+
+def test_background_replays_until_caught_up_then_reattaches(events: Any) -> None:
+    """A background response that failed is sent again; a replay that breaks before catching up
+    with what the caller has is replayed again; once caught up, the new response is re-attached
+    (by its own id), and the caller still sees the first response's id throughout."""
+    with FakeServer() as server:
+        server.enqueue(
+            Reply.model_mode(length=120, fault=Fault.error_event(after_events=20)),
+            Reply.model_mode(length=120, fault=Fault.cut(after_events=10)),
+            Reply.model_mode(length=120, fault=Fault.cut(after_events=40)),
+        )
+        server.default = Reply.model_mode(length=120)
+        got = stream("sync", server, {"max_attempts": 5}, background=True)
+        assert text_of(got) == ANSWER
+        check_one_answer(got)
+        requests = server.requests
+        assert [r.method for r in requests] == ["POST", "POST", "POST", "GET"]
+        third = server.responses[2].chunks()[0]["response"]["id"]
+        assert requests[3].path.endswith(third) and "starting_after=39" in requests[3].query
+        strategies = [a["strategy"] for a in events.one()["streamtap.attempts"]]
+        assert strategies == ["initial", "replay", "replay", "reattach"]

@@ -15,6 +15,7 @@ response, or send the request again and verify the replay.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from .._core.state import StreamState
 from .._errors import internal_error
 from .._exceptions import Diverged
 from .responses import _BUFFERED, TERMINAL, ResponsesAdapter
+
+_clock = time.perf_counter
 
 REATTACH = "reattach"
 _STRATEGIES = frozenset({"auto", "replay"})
@@ -59,6 +62,7 @@ class ResponsesResume:
         "server_id",
         "server_seq",
         "splicing",
+        "upto",
     )
 
     strategies = _STRATEGIES
@@ -84,12 +88,14 @@ class ResponsesResume:
         if is_retrieve:  # a re-attach names it from the start
             self.server_id = kwargs.get("response_id", args[0] if args else None)
         self.server_seq: int | None = None  # the last event read of it
+        self.upto: int | None = None  # the caller has the answer's events up to this number
         self.held_out: list[Any] = []  # held text released for a re-attach, not delivered yet
         self.ids: dict[Any, Any] = {}  # a replay's item ids -> the ids the caller has
         self.splicing: ResponsesSplice | None = None
 
     def interrupted(self, state: StreamState, last_chunk: Any, cause: str) -> None:
-        """Where the server's stream stopped: its response id and the last event read."""
+        """Where the server's stream stopped (its response id, the last event read), and how
+        far the caller has the answer's events."""
         splice = self.splicing
         if splice is None:  # the first attempt
             self.server_id = state.response_id or self.server_id
@@ -97,9 +103,14 @@ class ResponsesResume:
         else:
             self.server_id = splice.server_id or self.server_id
             self.server_seq = splice.server_seq
+        if self.server_seq is not None and (self.upto is None or self.server_seq > self.upto):
+            self.upto = self.server_seq
 
     def exact_resume(self, cause: str) -> str | None:
-        ready = self.server_id is not None and self.server_seq is not None
+        """`reattach`, for a background response whose stream has caught up with what the
+        caller has (a replay that broke earlier than the first attempt is replayed again)."""
+        seq = self.server_seq
+        ready = self.server_id is not None and seq is not None and seq == self.upto
         if not (self.background and ready and cause in _REATTACH_CAUSES):
             return None
         if self.retrieve is None:
@@ -155,7 +166,7 @@ class ResponsesSplice:
         self.strategy = strategy
         adapter = owner.adapter
         self.first_id = state.response_id  # the id the caller knows the response by
-        self.after = owner.server_seq  # the caller has the events up to this one
+        self.after = owner.upto  # the caller has the events up to this one
         self.last_seq = _seq(adapter.last, None)  # the last number the caller saw
         self.server_id = owner.server_id
         self.server_seq = owner.server_seq
@@ -190,8 +201,12 @@ class ResponsesSplice:
                 self.server_id = response.__dict__.get("id") or self.server_id
         if kind == "response.output_item.added":
             self._learn_id(d)
-        if kind != "error" and self.strategy != REATTACH and not self._replayed(d, kind, seq):
+        # An in-band failure is no part of the answer: it reaches the driver, whose resume
+        # decision it is, as sent.
+        failure = kind == "error" or kind == "response.failed"
+        if not failure and self.strategy != REATTACH and not self._replayed(d, kind, seq):
             self.state.chunk_count += 1  # received all the same
+            self.state.timing.chunk(_clock())
             return []
         self._stamp(d, kind)
         self._number(d)
@@ -203,14 +218,18 @@ class ResponsesSplice:
     def _replayed(self, d: dict[str, Any], kind: Any, seq: int) -> bool:
         """Whether a replayed event still says something the caller does not have (its text
         checked against, and cut by, what the caller has)."""
+        beyond = self.after is None or seq > self.after  # past what the caller had
         buffered = _BUFFERED.get(kind)
         if buffered is not None:
-            return self._skip(d, _key(d, kind, buffered[0]))
+            keep = self._skip(d, _key(d, kind, buffered[0]))
+            if keep and beyond and any(self.prefix.values()):
+                raise Diverged("the replay went on before reproducing the text already delivered")
+            return keep
         done = _DONE.get(kind)
         if done is not None:
             if self.prefix.get(_key(d, done, _BUFFERED[done][0])):
                 raise Diverged("replay finished a text before reaching the delivered text")
-        if self.after is not None and seq <= self.after:
+        if not beyond:
             return False  # the caller has it
         if any(self.prefix.values()):
             raise Diverged("the replay went on before reproducing the text already delivered")
