@@ -390,3 +390,20 @@ def test_background_replays_until_caught_up_then_reattaches(events: Any) -> None
         assert requests[3].path.endswith(third) and "starting_after=39" in requests[3].query
         strategies = [a["strategy"] for a in events.one()["streamtap.attempts"]]
         assert strategies == ["initial", "replay", "replay", "reattach"]
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_raw_response_streams_are_resumed(background: bool) -> None:
+    """`with_raw_response.create(stream=True)`: the follow-up request returns a plain stream."""
+    with FakeServer() as server:
+        server.enqueue(Reply.model_mode(length=120, fault=Fault.cut(after_events=12)))
+        server.default = Reply.model_mode(length=120)
+        raw = client_for(server).responses.with_raw_response.create(
+            model=MODEL, input=QUESTION, stream=True, background=background
+        )
+        got = list(raw.parse())
+        assert text_of(got) == ANSWER
+        check_one_answer(got)
+        methods = [r.method for r in server.requests]
+        assert methods == (["POST", "GET"] if background else ["POST", "POST"])
+        assert all("x-stainless-raw-response" not in r.headers for r in server.requests[1:])
