@@ -17,7 +17,6 @@ twice).
 from __future__ import annotations
 
 import contextvars
-import inspect
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -32,6 +31,7 @@ from .._options import Resolved
 from .._runtime import runtime
 from . import fast_decode
 from . import log as _log
+from .adapter import ResumeAdapter
 from .chat import record_completion
 from .endpoint import CHAT_COMPLETIONS, RESPONSES, endpoint_key, request_fields, response_meta
 from .proxy import AsyncStreamProxy, ResponseProxy, StreamProxy
@@ -304,38 +304,22 @@ class _Call:
             response_meta(state, response)
             _log.emit(state)
 
-    def resumer(self, create: Any, args: Any) -> Resumer | None:
+    def resumer(
+        self, create: Any, args: Any, protocol: ResumeAdapter | None = None
+    ) -> Resumer | None:
         o = self.resolved.options
         if not o.retry or o.resume_strategy == "off":
             return None
-        return Resumer(self, create, args)
+        return Resumer(self, create, args, protocol)
 
     def run(self, result: Any, create: Any, args: Any) -> Run:
         if self.api != RESPONSES:
             return Run(self.state, result, self.hide_usage, self.resumer(create, args))
         adapter = ResponsesAdapter()
-        o = self.resolved.options
-        resumer = None
-        if o.retry and o.resume_strategy != "off":
-            protocol = self._responses_resume(adapter, result, create, args)
-            resumer = Resumer(self, create, args, protocol)
-        return Run(self.state, result, self.hide_usage, resumer, adapter)
-
-    def _responses_resume(
-        self, adapter: ResponsesAdapter, result: Any, create: Any, args: Any
-    ) -> ResponsesResume:
-        """The Responses side of a resume; it re-attaches with the SDK's own `retrieve`, looked
-        up at the first re-attach (most streams never need it)."""
-        if self.retrieving:
-            return ResponsesResume(adapter, create, args, self.kwargs, lambda: create, True)
-        resource = self.resource
         mark = _marked_async if isinstance(result, openai.AsyncStream) else _marked_sync
-
-        def retrieve() -> Any:
-            found = _original(resource, "retrieve")
-            return None if found is None else mark(found)
-
-        return ResponsesResume(adapter, create, args, self.kwargs, retrieve)
+        protocol = ResponsesResume.of(adapter, self, create, args, mark)
+        resumer = self.resumer(create, args, protocol)
+        return Run(self.state, result, self.hide_usage, resumer, adapter)
 
     def adopt(self, result: Any, create: Any, args: Any) -> Any:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""
@@ -523,16 +507,6 @@ async def _send_async(call: _Call, send: Any, args: Any, resend: Any = None) -> 
         call.fail(exc)
         raise
     return _adopt(call, result, resend or send, args)
-
-
-def _original(resource: Any, name: str) -> Any:
-    """`resource.<name>` as the SDK defines it (not streamtap's wrapper), bound; None if absent."""
-    try:
-        attr = inspect.getattr_static(type(resource), name)
-        function = getattr(attr, "__wrapped__", attr)
-        return function.__get__(resource, type(resource))
-    except Exception:
-        return None
 
 
 def _marked_sync(create: Any) -> Any:

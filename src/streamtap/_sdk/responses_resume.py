@@ -15,6 +15,7 @@ response, or send the request again and verify the replay.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +93,23 @@ class ResponsesResume:
         self.held_out: list[Any] = []  # held text released for a re-attach, not delivered yet
         self.ids: dict[Any, Any] = {}  # a replay's item ids -> the ids the caller has
         self.splicing: ResponsesSplice | None = None
+
+    @classmethod
+    def of(
+        cls, adapter: ResponsesAdapter, call: Any, create: Any, args: Any, mark: Any
+    ) -> ResponsesResume:
+        """The resume of `call`'s stream (`patch._Call`); `mark` makes a follow-up request
+        uninstrumented. It re-attaches with the SDK's own `retrieve`, looked up at the first
+        re-attach (most streams never need it)."""
+        if call.retrieving:
+            return cls(adapter, create, args, call.kwargs, lambda: create, True)
+        resource = call.resource
+
+        def retrieve() -> Any:
+            found = sdk_method(resource, "retrieve")
+            return None if found is None else mark(found)
+
+        return cls(adapter, create, args, call.kwargs, retrieve)
 
     def interrupted(self, state: StreamState, last_chunk: Any, cause: str) -> None:
         """Where the server's stream stopped (its response id, the last event read), and how
@@ -288,6 +306,16 @@ class ResponsesSplice:
             d["sequence_number"] = self.last_seq
         else:
             self.last_seq = seq
+
+
+def sdk_method(resource: Any, name: str) -> Any:
+    """`resource.<name>` as the SDK defines it (not streamtap's wrapper), bound; None if absent."""
+    try:
+        attr = inspect.getattr_static(type(resource), name)
+        function = getattr(attr, "__wrapped__", attr)
+        return function.__get__(resource, type(resource))
+    except Exception:
+        return None
 
 
 def _seq(event: Any, default: int | None) -> Any:
