@@ -143,8 +143,6 @@ class ResponsesResume:
     def request(self, state: StreamState, strategy: str, kwargs: dict[str, Any]) -> Send:
         if strategy != REATTACH:
             return Send(self.create, self.args, kwargs)
-        # The held text is final (the server keeps the response): it goes out before the rest.
-        self.held_out.extend(self.adapter.flush_chunks(state, None))
         if self.is_retrieve:
             passed = {k: v for k, v in kwargs.items() if k not in ("response_id", "starting_after")}
         else:
@@ -154,6 +152,10 @@ class ResponsesResume:
 
     def splice(self, state: StreamState, strategy: str) -> ResponsesSplice:
         state.settle(keep_latest=False)
+        if strategy == REATTACH:
+            # The held text is final (the server keeps the response): it goes out first, in the
+            # splice's first delivery, rather than dropped to come again.
+            self.held_out.extend(self.adapter.flush_chunks(state, None))
         # The in-band failure of the last attempt is history now (the attempts record it).
         state.error_type = None
         splice = ResponsesSplice(self, state, strategy)
