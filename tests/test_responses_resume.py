@@ -407,3 +407,20 @@ def test_raw_response_streams_are_resumed(background: bool) -> None:
         methods = [r.method for r in server.requests]
         assert methods == (["POST", "GET"] if background else ["POST", "POST"])
         assert all("x-stainless-raw-response" not in r.headers for r in server.requests[1:])
+
+
+def test_a_refused_reattach_falls_back_to_a_replay(events: Any) -> None:
+    """The server no longer has the background response (404 to the re-attach): the request
+    is sent again and verified instead."""
+    with FakeServer() as server:
+        server.enqueue(
+            Reply.model_mode(length=120, fault=Fault.cut(after_events=12)),
+            Fault.http_error(404),
+        )
+        server.default = Reply.model_mode(length=120)
+        got = stream("sync", server, {}, background=True)
+        assert text_of(got) == ANSWER
+        check_one_answer(got)
+        assert [r.method for r in server.requests] == ["POST", "GET", "POST"]
+        strategies = [a["strategy"] for a in events.one()["streamtap.attempts"]]
+        assert strategies == ["initial", "reattach", "replay"]

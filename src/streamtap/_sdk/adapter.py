@@ -74,6 +74,11 @@ class ResumeAdapter(Protocol):
         choose."""
         ...
 
+    def refused(self, strategy: str, status: int) -> bool:
+        """The follow-up request of `strategy` got HTTP `status`: True when the protocol falls
+        back to another strategy from now on (a resume goes on), False to treat it as usual."""
+        ...
+
     def answer_complete(self, state: StreamState) -> bool:
         """The answer is whole: only what a new request could not add was still to come."""
         ...

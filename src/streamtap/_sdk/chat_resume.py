@@ -58,6 +58,10 @@ class ChatResume:
         """None: a chat completion lives only in its stream (the strategies of `_core.resume`)."""
         return None
 
+    def refused(self, strategy: str, status: int) -> bool:
+        """False: a refused prefill is `recover`'s to remember (per endpoint)."""
+        return False
+
     def answer_complete(self, state: StreamState) -> bool:
         """Every choice has its finish_reason: only usage or `[DONE]` was still to come."""
         n = self.kwargs.get("n")

@@ -326,6 +326,8 @@ class Resumer:
             return Failure("transport", message="prefill rejected")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
+            if self.protocol.refused(strategy, status):  # it falls back to another strategy
+                return Failure("transport", message=f"{strategy} refused ({status})")
             retry_after = _retry_after(exc)
             f = Failure("in_band_error", status=status, message=str(exc), retry_after=retry_after)
             return f if _resume.retryable(f) else None

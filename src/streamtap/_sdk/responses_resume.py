@@ -135,6 +135,14 @@ class ResponsesResume:
             self.retrieve = self.find_retrieve()
         return REATTACH if self.retrieve is not None else None
 
+    def refused(self, strategy: str, status: int) -> bool:
+        """A re-attach the server refuses (the response expired or is unknown there): the
+        stream is replayed from now on."""
+        if strategy == REATTACH and status in (400, 404, 410):
+            self.background = False
+            return True
+        return False
+
     def answer_complete(self, state: StreamState) -> bool:
         """A terminal event arrived, and it was not `response.failed`."""
         reason = state.finish_reasons.get(0)
