@@ -1,4 +1,4 @@
-"""`streamtap demo` and `streamtap report`."""
+"""`streamtap demo`, `streamtap report` and `streamtap run`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from .report import report_main
 
         return report_main(argv[1:])
+    if argv and argv[0] == "run":
+        from ._launch.command import run_main
+
+        return run_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="streamtap",
         description="streamtap: word buffering, token counts, resume and latency logs for "
@@ -49,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--fast", action="store_true", help="no pacing between chunks")
     sub.add_parser("report", help="summarise streamtap JSON log files (see `streamtap report -h`)")
+    sub.add_parser(
+        "run",
+        help="run a program with every OpenAI client it creates instrumented, no code change "
+        "(see `streamtap run -h`)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
