@@ -14,11 +14,14 @@ It may run under any Python the program starts, so it uses the standard library 
 tolerates a Python that cannot import streamtap (one line on stderr, the program runs as is).
 """
 
-from __future__ import annotations
-
 import os
 import sys
-from typing import Any
+
+# Nothing more is imported at start-up (not even `typing` or `__future__`): the annotations
+# are strings, and the import machinery is taken from the frozen modules already loaded.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,7 +31,7 @@ class _OpenAIFinder:
     SDK is instrumented as soon as its module has run."""
 
     @classmethod
-    def find_spec(cls, fullname: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(cls, fullname: str, path: "Any" = None, target: "Any" = None) -> "Any":
         if fullname != "openai":
             return None
         # The import lock for `openai` is held: no other thread gets here meanwhile.
@@ -45,20 +48,20 @@ class _OpenAIFinder:
 class _InstrumentingLoader:
     """The SDK's own loader, then streamtap; the module only ever sees its own loader."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: "Any") -> None:
         self._loader = loader
 
-    def create_module(self, spec: Any) -> Any:
+    def create_module(self, spec: "Any") -> "Any":
         return self._loader.create_module(spec)
 
-    def exec_module(self, module: Any) -> None:
+    def exec_module(self, module: "Any") -> None:
         module.__loader__ = self._loader
         if getattr(module, "__spec__", None) is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         _instrument()
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> "Any":
         return getattr(self._loader, name)
 
 
@@ -83,8 +86,12 @@ def _instrument() -> None:
 
 def _user_sitecustomize() -> None:
     """Run the `sitecustomize` that `site` would have found without us, as that module."""
-    from importlib.machinery import PathFinder
-    from importlib.util import module_from_spec
+    try:  # CPython: already loaded, free
+        from _frozen_importlib import module_from_spec
+        from _frozen_importlib_external import PathFinder
+    except ImportError:  # pragma: no cover - other interpreters
+        from importlib.machinery import PathFinder
+        from importlib.util import module_from_spec
 
     rest = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
     spec = PathFinder.find_spec("sitecustomize", rest)
