@@ -202,3 +202,45 @@ def test_the_encoder_is_built_after_the_stream_in_flight(
         ev = wait_for_summary(events)
     assert built and min(built) > ended
     assert ev["streamtap.tokens.counted"] == exact(ANSWER)
+
+
+EXIT_SCRIPT = """
+import time
+import openai
+import streamtap
+from streamtap._tokenizer import pending
+from streamtap.testing import FakeServer, Reply
+
+pending.before_load = lambda: time.sleep(0.3)  # the load ends after the stream
+
+
+def slow_hook(summary):
+    time.sleep(0.5)  # a hook that takes its time (a collector over the network)
+    print("summary", summary["streamtap.tokens.source"], flush=True)
+
+
+with FakeServer() as server:
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    streamtap.instrument(client, hooks=[slow_hook])
+    server.enqueue(Reply(text="The last words of a short script.", model="gpt-4o"))
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    for _ in stream:
+        pass
+print("end", flush=True)
+"""
+
+
+def test_a_short_scripts_last_summary_is_not_lost_at_exit() -> None:
+    """A script that ends while its summary waits for the tokenizer: the exit waits until the
+    summary has gone out (its hooks run in full), not merely until the load ended (the hooks
+    run on the loader's daemon thread, which the interpreter stops at exit)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["end", "summary tokenizer"]

@@ -153,12 +153,16 @@ class Loading:
             factory.loading = None
             callbacks, self._callbacks = self._callbacks, []
         self._timer.cancel()
-        self.done.set()
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # a deferred summary failing must not stop the others
-                logger.exception("streamtap: a summary waiting for the tokenizer failed")
+        try:
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:  # a deferred summary failing must not stop the others
+                    logger.exception("streamtap: a summary waiting for the tokenizer failed")
+        finally:
+            # Set once the waiting summaries are out: the exit hook waits on it, and this is a
+            # daemon thread, which the interpreter stops at exit wherever it is.
+            self.done.set()
 
     def when_ready(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the load ends: now on this thread if it has ended, else from
@@ -170,6 +174,10 @@ class Loading:
                 if not _exit_hook:
                     _exit_hook = True
                     atexit.register(_wait_at_exit)
+                    # tiktoken imports concurrent.futures, whose import registers an exit
+                    # hook, which fails once the interpreter is exiting: imported now, a load
+                    # that ends during the exit wait can still import tiktoken.
+                    import concurrent.futures.thread  # noqa: F401
                 return
         callback()
 
