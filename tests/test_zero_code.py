@@ -184,7 +184,10 @@ def test_async_script_with_a_flag(srv: FakeServer, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     pieces = [json.loads(line) for line in done.stdout.splitlines()]
     assert "".join(pieces) == TEXT
-    assert pieces == ["Zero-code instrumentation keeps every word whole. ", "Nothing in the program changes."]
+    assert pieces == [
+        "Zero-code instrumentation keeps every word whole. ",
+        "Nothing in the program changes.",
+    ]
     [event] = only_summaries(done.stderr)
     assert event["streamtap.buffering.mode"] == "sentence"
     assert event["streamtap.chunk_count"] > 20
@@ -385,7 +388,8 @@ def test_events_file_is_appended_and_stderr_left_to_the_program(
 ) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text('{"earlier": "line"}\n', encoding="utf-8")
-    script = write(tmp_path / "app.py", "import sys\nsys.stderr.write('own stderr\\n')\n" + textwrap.dedent(SYNC))
+    own = "import sys\nsys.stderr.write('own stderr\\n')\n"
+    script = write(tmp_path / "app.py", own + textwrap.dedent(SYNC))
     done = run(
         ["--events", "events.jsonl", "--", sys.executable, str(script)],
         program_env(srv),

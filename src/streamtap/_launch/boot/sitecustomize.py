@@ -41,7 +41,7 @@ class _OpenAIFinder:
         spec = importlib.util.find_spec("openai")  # the other finders, as without us
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _InstrumentingLoader(spec.loader)
+        spec.loader = _InstrumentingLoader(spec.loader)  # type: ignore[assignment]
         return spec
 
 
@@ -67,7 +67,7 @@ class _InstrumentingLoader:
 
 def _remove_finder() -> None:
     try:
-        sys.meta_path.remove(_OpenAIFinder)  # type: ignore[arg-type]
+        sys.meta_path.remove(_OpenAIFinder)
     except ValueError:
         pass
 
@@ -106,5 +106,5 @@ def _user_sitecustomize() -> None:
 if "openai" in sys.modules:  # imported by something that ran before us (a .pth file)
     _instrument()
 else:
-    sys.meta_path.insert(0, _OpenAIFinder)  # type: ignore[arg-type]
+    sys.meta_path.insert(0, _OpenAIFinder)
 _user_sitecustomize()
