@@ -14,9 +14,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -233,6 +235,63 @@ def test_clients_made_in_threads(srv: FakeServer, tmp_path: Path) -> None:
     events = only_summaries(done.stderr)
     assert sorted(e["gen_ai.request.model"] for e in events) == ["model-0", "model-1", "model-2"]
     assert all(e["streamtap.outcome"] == "ok" for e in events)
+
+
+ASGI_APP = """
+    import json
+    import openai
+
+    client = openai.AsyncOpenAI(max_retries=0)
+
+    async def app(scope, receive, send):
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": scope["path"]}], stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(text).encode()})
+"""
+
+
+@posix_only
+def test_uvicorn_app(srv: FakeServer, tmp_path: Path) -> None:
+    """`streamtap run -- uvicorn module:app`: the server's requests are instrumented; it stops
+    on SIGTERM as it would without streamtap."""
+    write(tmp_path / "asgi_app.py", ASGI_APP)
+    events = tmp_path / "events.jsonl"
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        args = ["--fd", str(sock.fileno()), "--app-dir", str(tmp_path), "--lifespan", "off"]
+        args += ["--log-level", "warning"]
+        proc = subprocess.Popen(
+            [*STREAMTAP, "run", "--events", str(events), "--", uvicorn, "asgi_app:app", *args],
+            env=program_env(srv),
+            pass_fds=(sock.fileno(),),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        answers = []
+        for path in ("/one", "/two"):
+            url = f"http://127.0.0.1:{port}{path}"
+            with urllib.request.urlopen(url, timeout=60) as response:
+                answers.append(json.loads(response.read()))
+        expected = [
+            srv.answer_for([{"role": "user", "content": p}], model="m") for p in ("/one", "/two")
+        ]
+        assert answers == expected
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then exits 0 (older releases) or dies of the signal
+        # it caught (newer ones): its own behaviour either way, as streamtap run is uvicorn.
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        proc.kill()
+        _, stderr = proc.communicate()
+    found = summaries(events.read_text(encoding="utf-8"))
+    assert [e["streamtap.outcome"] for e in found] == ["ok", "ok"], stderr
+    assert found[0]["process.pid"] == proc.pid  # uvicorn itself: streamtap run became it
 
 
 # -- a program that never imports openai ---------------------------------------------------------
