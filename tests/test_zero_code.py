@@ -459,6 +459,12 @@ def test_events_file_is_appended_and_stderr_left_to_the_program(
     lines = events.read_text(encoding="utf-8").splitlines()
     assert lines[0] == '{"earlier": "line"}'
     assert [e["streamtap.outcome"] for e in summaries("\n".join(lines))] == ["ok", "ok"]
+    report = subprocess.run(
+        [*STREAMTAP, "report", str(events)], capture_output=True, text=True, check=True
+    )
+    assert "lines: 3 read, 2 summaries, 0 malformed, 0 invalid summaries, 1 other JSON" in (
+        report.stdout
+    )
 
 
 ONE_WORKER = """
