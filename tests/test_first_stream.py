@@ -205,13 +205,15 @@ def test_the_encoder_is_built_after_the_stream_in_flight(
 
 
 EXIT_SCRIPT = """
+import threading
 import time
 import openai
 import streamtap
 from streamtap._tokenizer import pending
 from streamtap.testing import FakeServer, Reply
 
-pending.before_load = lambda: time.sleep(0.3)  # the load ends after the stream
+# The load starts once the script has ended (the main thread is done when the exit begins).
+pending.before_load = lambda: threading.main_thread().join()
 
 
 def slow_hook(summary):

@@ -33,6 +33,11 @@ TEXT = (
     "Whole words only: the reader never sees a fragment like 'strea' or 'ming'."
 )
 BOUND = 30.0
+# Text waits for its word boundary at most `hold_max_seconds` (0.15 s by default), then is shown
+# anyway: by design, a late chunk (a resume's new request, or a loaded CI machine pausing the
+# app) must not freeze the page. The checks of word boundaries are about the boundaries, so the
+# app here waits as long as it takes.
+PATIENT = ["--hold-max-seconds", "60"]
 
 # Installed before the page's own script: records the answer's text after every DOM update.
 OBSERVER = """
@@ -138,7 +143,7 @@ def srv() -> Iterator[FakeServer]:
 def app_for(srv: FakeServer, tmp_path: Path) -> Iterator[App]:
     """The app streaming from the test's server (`--base-url`)."""
     app = App(
-        ["--base-url", srv.base_url, "--model", MODEL],
+        ["--base-url", srv.base_url, "--model", MODEL, *PATIENT],
         app_env(OPENAI_API_KEY="sk-test"),
         tmp_path / "app.log",
     )
@@ -245,7 +250,7 @@ def test_a_browser_that_leaves_cancels_the_upstream_stream(
 def test_default_backend_is_the_embedded_server(browser: Any, tmp_path: Path) -> None:
     """With no endpoint configured, the app answers from its embedded server (its model-mode
     answer, known in advance), no API key needed."""
-    app = App(["--delay", "0.002"], app_env(), tmp_path / "app.log")
+    app = App(["--delay", "0.002", *PATIENT], app_env(), tmp_path / "app.log")
     try:
         page = open_page(browser, app)
         wait_until_done(page)

@@ -28,7 +28,9 @@ from .app import create_app
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with backend(args) as client:
-        streamtap.instrument(client)
+        streamtap.instrument(
+            client, buffering=args.buffering, hold_max_seconds=args.hold_max_seconds
+        )
         streamtap.configure_logging(json=True)
         app = create_app(client, args.model)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -55,6 +57,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the embedded fake server, or OpenAI itself if OPENAI_API_KEY is set",
     )
     parser.add_argument("--model", default="gpt-4o-mini")
+    parser.add_argument(
+        "--buffering",
+        choices=["word", "sentence", "line", "off"],
+        default="word",
+        help="streamtap's buffering: what each update of the page ends on (default: word)",
+    )
+    parser.add_argument(
+        "--hold-max-seconds",
+        type=float,
+        default=0.15,
+        help="the longest text waits for its boundary before it is shown anyway (default 0.15)",
+    )
     parser.add_argument(
         "--delay", type=float, default=0.04, help="embedded server: seconds between chunks"
     )
