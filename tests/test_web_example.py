@@ -231,7 +231,7 @@ def test_a_browser_that_leaves_cancels_the_upstream_stream(
     """The reader closes the tab mid-answer: the app cancels the model request at once (the
     summary says `cancelled`), and the connection to the model server is closed, not left
     open: the server sees it go and stops sending."""
-    srv.enqueue(Reply.model_mode(delay=0.05))  # about 5 s in all
+    srv.enqueue(Reply.model_mode(delay=0.2))  # about 20 s in all: still going when left
     page = open_page(browser, app_for)
     page.wait_for_function(
         "document.getElementById('answer').textContent.split(' ').length > 5",
