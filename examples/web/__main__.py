@@ -29,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with backend(args) as client:
         streamtap.instrument(
-            client, buffering=args.buffering, hold_max_seconds=args.hold_max_seconds
+            client,
+            buffering=args.buffering,
+            hold_max_seconds=args.hold_max_seconds,
+            # The embedded server continues a partial answer as vLLM does: a cut answer is
+            # resumed by prefill (elsewhere streamtap picks the way, see docs/resume.md).
+            prefill="vllm" if embedded(client) else None,
         )
         streamtap.configure_logging(json=True)
         app = create_app(client, args.model)
@@ -83,6 +88,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+EMBEDDED_KEY = "embedded"
+
+
+def embedded(client: openai.AsyncOpenAI) -> bool:
+    return client.api_key == EMBEDDED_KEY
+
+
 @contextlib.contextmanager
 def backend(args: argparse.Namespace) -> Iterator[openai.AsyncOpenAI]:
     """The client: a real endpoint's if one is configured, else the embedded server's."""
@@ -96,14 +108,15 @@ def backend(args: argparse.Namespace) -> Iterator[openai.AsyncOpenAI]:
     cut_after = args.cut_after
 
     def first_attempt_cut(request: RecordedRequest) -> Reply | None:
-        """A fresh question is cut after N chunks; streamtap's resume request is not."""
+        """A fresh question is cut after N chunks; streamtap's resume (a prefill request,
+        ending with the partial answer) is not."""
         messages = (request.json or {}).get("messages") or [{}]
         if cut_after is None or messages[-1].get("role") == "assistant":
             return None
         return Reply.model_mode(delay=args.delay, fault=Fault.cut(after_events=cut_after))
 
     with FakeServer(default=paced, responder=first_attempt_cut) as server:
-        yield openai.AsyncOpenAI(base_url=server.base_url, api_key="embedded", max_retries=0)
+        yield openai.AsyncOpenAI(base_url=server.base_url, api_key=EMBEDDED_KEY, max_retries=0)
 
 
 if __name__ == "__main__":
