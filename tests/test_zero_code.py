@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -235,6 +236,36 @@ def test_clients_made_in_threads(srv: FakeServer, tmp_path: Path) -> None:
     events = only_summaries(done.stderr)
     assert sorted(e["gen_ai.request.model"] for e in events) == ["model-0", "model-1", "model-2"]
     assert all(e["streamtap.outcome"] == "ok" for e in events)
+
+
+RESPONSES = """
+    import json
+    import openai
+    client = openai.OpenAI(max_retries=0)
+    stream = client.responses.create(model="m", input="hi", stream=True)
+    text = [e.delta for e in stream if e.type == "response.output_text.delta"]
+    print(json.dumps(text))
+"""
+
+
+def test_responses_api_script(srv: FakeServer, tmp_path: Path) -> None:
+    """A program streaming from the Responses API is instrumented too: whole words per delta
+    (the server sends three characters at a time) and its summary."""
+    script = write(tmp_path / "responses_app.py", RESPONSES)
+    srv.enqueue(Reply(text=TEXT, chunk_size=3))
+    flags = ["--hold-max-seconds", "60"]  # no release on a timer on a slow machine
+    done = run([*flags, "--", sys.executable, str(script)], program_env(srv))
+    assert done.returncode == 0, done.stderr
+    deltas = json.loads(done.stdout)
+    assert "".join(deltas) == TEXT
+    shown = ""
+    for delta in deltas:  # every piece ends between words (or is empty: held back)
+        shown += delta
+        assert not re.match(r"\w\w", TEXT[len(shown) - 1 : len(shown) + 1]), deltas
+    assert sum(1 for d in deltas if d) > 5  # streamed, in pieces
+    [event] = only_summaries(done.stderr)
+    assert event["openai.api.type"] == "responses"
+    assert event["streamtap.outcome"] == "ok"
 
 
 ASGI_APP = """
