@@ -419,10 +419,16 @@ def test_arguments_pass_through_untouched(separator: bool, tmp_path: Path) -> No
     assert json.loads(done.stdout) == ARGS
 
 
-def test_command_not_found(tmp_path: Path) -> None:
+def test_command_not_found_or_not_runnable(tmp_path: Path) -> None:
+    """The shell's statuses: 127 for a command that is not there, 126 for one that cannot
+    run."""
     done = run(["--", str(tmp_path / "no-such-program")], dict(os.environ))
     assert done.returncode == 127
     assert "command not found" in done.stderr
+    not_executable = write(tmp_path / "data.txt", "not a program\n")
+    done = run(["--", str(not_executable)], dict(os.environ))
+    assert done.returncode == 126
+    assert "cannot run" in done.stderr
 
 
 # -- the user's own sitecustomize ------------------------------------------------------------------

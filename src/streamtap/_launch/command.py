@@ -189,6 +189,9 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], str | None, list[str]]:
     if not command:
         parser.error("give the command to run, e.g. streamtap run -- python app.py")
     _validate(parser, options)
+    tiktoken_dir = options.get("tiktoken_dir")
+    if isinstance(tiktoken_dir, str):  # the program may change directory
+        options["tiktoken_dir"] = os.path.abspath(tiktoken_dir)
     if events is not None:
         events = _events_file(parser, events)
     return options, events, command
@@ -256,10 +259,10 @@ def run_main(argv: Sequence[str]) -> int:
         return subprocess.call(command, env=env)
     try:
         os.execvpe(command[0], command, env)
-    except FileNotFoundError:
+    except FileNotFoundError:  # the shell's statuses: 127 not found, 126 cannot run
         print(f"streamtap run: command not found: {command[0]}", file=sys.stderr)
         return 127
-    except PermissionError:
-        print(f"streamtap run: permission denied: {command[0]}", file=sys.stderr)
+    except OSError as exc:
+        print(f"streamtap run: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
         return 126
     return 0  # pragma: no cover - execvpe does not return
