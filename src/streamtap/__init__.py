@@ -11,7 +11,6 @@ chunk, resumes broken streams, and logs one structured latency event per stream.
 from __future__ import annotations
 
 import importlib
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ def stats(stream: Any) -> StreamStats:
             f"got {type(stream).__name__}"
         )
     with summary_lock:
-        return run.state.snapshot(time.perf_counter())
+        return run.state.snapshot(run.state.clock())
 
 
 __all__ = [

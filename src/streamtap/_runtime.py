@@ -29,12 +29,24 @@ Kept on purpose (not per client, not learned from an endpoint, expensive or iden
 
 Per-request overrides (`streamtap.options()`) live in a context variable, not here: they end
 with their `with` block.
+
+Time, the one seam for tests: `clock` (seconds, monotonic), `sleep` and `async_sleep` are read
+from here by every stream's timing, the hold bound, the resume budget and its waits. A stream
+takes `clock` once, when it starts (`StreamState.clock`; the drivers bind it to a local, so a
+chunk costs the same direct call as before); a resume reads `sleep` when it waits. A test
+swaps in a fake clock whose sleeps only record what was asked and move the fake time on, then
+asserts on the waits requested, never on wall time. `reset()` puts the real ones back. The
+stall watchdog keeps the real clock: it times real waits on real sockets, from its own thread
+(its decisions take the time as an argument and are tested with explicit readings).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,7 +58,9 @@ class Runtime:
     """streamtap's process-wide state (see the module docstring for what `reset()` clears)."""
 
     __slots__ = (
+        "async_sleep",
         "clients",
+        "clock",
         "derived",
         "derived_lock",
         "global_options",
@@ -55,6 +69,7 @@ class Runtime:
         "no_prefill",
         "no_stream_options",
         "patched",
+        "sleep",
         "usage_unasked",
         "usage_watch",
     )
@@ -82,11 +97,18 @@ class Runtime:
         """Endpoints whose streams end without a finish_reason every time."""
         self.derived: dict[tuple[Options, tuple[tuple[str, Any], ...]], Resolved] = {}
         """Options with `streamtap.options(...)` overrides applied, resolved once."""
+        self.clock: Callable[[], float] = time.perf_counter
+        """The clock of every stream started from now on (see the module docstring)."""
+        self.sleep: Callable[[float], Any] = time.sleep
+        """How a sync resume waits (backoff, Retry-After)."""
+        self.async_sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+        """How an async resume waits."""
 
     def reset(self) -> None:
         """Forget every client, patch and endpoint: what `uninstrument()` without a client does.
 
-        Restores the SDK's methods too. What is kept is listed in the module docstring.
+        Restores the SDK's methods and the real clock too. What is kept is listed in the module
+        docstring.
         """
         with self.lock:
             for cls, name, original in reversed(self.patched):
@@ -101,6 +123,9 @@ class Runtime:
             self.no_finish.clear()
             with self.derived_lock:
                 self.derived.clear()
+            self.clock = time.perf_counter
+            self.sleep = time.sleep
+            self.async_sleep = asyncio.sleep
 
 
 runtime = Runtime()

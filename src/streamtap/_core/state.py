@@ -1,6 +1,7 @@
 """Per-stream state: feeds timing, token counting and segmenting, and builds the summary.
 
-Pure: it sees strings, numbers and `perf_counter()` readings, never an SDK object. The shell
+Pure: it sees strings, numbers and clock readings, never an SDK object (the clock itself is
+handed in by the shell, `runtime.clock`, and read only to release held text). The shell
 (`_chat`, `_drivers`) translates chunks into calls on a `StreamState`, and a finished state
 into one summary event (`_log`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._options import Resolved
@@ -138,6 +140,7 @@ class StreamState:
         "attempts",
         "choice_indexes",
         "chunk_count",
+        "clock",
         "counting_load",
         "end",
         "error_type",
@@ -171,8 +174,12 @@ class StreamState:
         request: dict[str, Any],
         start: float,
         input_messages: Any = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.resolved = resolved
+        # Where `start` and every reading of this stream come from (the shell's clock, a fake
+        # one under test): whoever reads the time for this stream calls this.
+        self.clock = clock
         self.request = request  # static fields of the event (model, server, provider, ...)
         self.timing = Timing(start)
         self.arrivals = self.timing.arrivals  # the hot path appends to it directly
@@ -280,7 +287,7 @@ class StreamState:
         seg = lane.seg
         if seg is None:
             return ""
-        out = seg.flush(time.perf_counter()) if now is None else seg.poll(now)
+        out = seg.flush(self.clock()) if now is None else seg.poll(now)
         if out:
             lane.pending.append(out)
             lane.last_at = self.chunk_count

@@ -1,6 +1,7 @@
 """Timing of one stream: time to first chunk/token, gaps between chunks, durations.
 
-Pure: takes `perf_counter()` readings from the caller and keeps O(1) memory per stream, so a
+Pure: takes readings of the stream's clock from the caller (`StreamState.clock`:
+`time.perf_counter` unless a test swapped `runtime.clock`) and keeps O(1) memory per stream, so a
 100k-chunk stream costs no more memory than a 10-chunk one. The p95 of the gaps is exact up to
 1,024 gaps and comes from a log-scale histogram (relative error below 0.4%) after that.
 """
@@ -138,7 +139,7 @@ class GapStats:
 
 
 class Timing:
-    """Marks on one request's timeline, all in `perf_counter()` seconds.
+    """Marks on one request's timeline, all in seconds of the stream's clock.
 
     Arrival times are appended to `arrivals` (the hot path does this directly: one list append
     per chunk) and folded into the gap statistics in batches, by `fold()`.

@@ -7,7 +7,6 @@ when to resume and with which strategy, and hands the new stream's chunks throug
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .._core import resume as _resume
@@ -16,8 +15,6 @@ from .._errors import internal_error
 from .._exceptions import Diverged
 from .chat import usage_dict
 from .pydantic_compat import extra_store, extras
-
-_clock = time.perf_counter
 
 
 def stamp(state: StreamState, last_chunk: Any) -> tuple[Any, Any, Any]:
@@ -105,7 +102,7 @@ class Splice:
             out = [chunk] if self._has_payload(chunk) else []
         if not out:
             self.state.chunk_count += 1
-            self.state.timing.chunk(_clock())
+            self.state.timing.chunk(self.state.clock())
         return out
 
     def checked(self, chunk: Any) -> list[Any]:

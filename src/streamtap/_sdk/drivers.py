@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,6 @@ from .watchdog import watchdog
 if TYPE_CHECKING:
     from .recover import Resumer
 
-_clock = time.perf_counter
-
 
 def _source(stream: Any) -> Any:
     # The SDK's own generator: iterating it directly saves one generator layer per chunk.
@@ -39,6 +36,7 @@ def _source(stream: Any) -> Any:
 
 
 def sync_chunks(run: Run) -> Generator[Any, None, None]:
+    """The sync driver: what iterating a `StreamProxy` yields."""
     state = run.state
     src = _source(run.stream)
     hide = run.hide_usage
@@ -46,7 +44,7 @@ def sync_chunks(run: Run) -> Generator[Any, None, None]:
     if run.watched:
         watchdog.watch(run)
     process = run.adapter.process_chunk
-    clock = _clock
+    clock = state.clock
     run.started = True
     chunk = None
     try:
@@ -99,17 +97,14 @@ def sync_chunks(run: Run) -> Generator[Any, None, None]:
                 src = _source(run.stream)
         yield from _flush(run)
         run.finish_exhausted()
-    except GeneratorExit:
-        run.finish("cancelled", run.end_of_iteration())
-        close_quietly(run.stream)
-        raise
-    except BaseException as err:  # KeyboardInterrupt, SystemExit: the caller is leaving
-        if not state.finished:
-            run.finish("cancelled", "cancelled", err)
+    except BaseException as err:
+        if _left(run, err):
+            close_quietly(run.stream)
         raise
 
 
 async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
+    """The async driver: what iterating an `AsyncStreamProxy` yields."""
     state = run.state
     hide = run.hide_usage
     debug = run.debug
@@ -122,7 +117,7 @@ async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                 # Chunks already read ahead are taken without awaiting anything.
                 item = reader.take() if reader.buf else await reader.get(state)
                 if item is None:  # the hold bound fired while waiting
-                    for c in _flush(run, _clock()):
+                    for c in _flush(run, state.clock()):
                         yield c
                     continue
                 chunk, now = item
@@ -132,10 +127,7 @@ async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                     raise now
             except StopAsyncIteration:
                 exc = None
-            except asyncio.CancelledError as err:
-                run.finish("cancelled", "cancelled", err)
-                raise
-            except Exception as e:
+            except Exception as e:  # (not CancelledError: the caller is leaving, see below)
                 exc = e
             else:
                 run.last_chunk = chunk
@@ -167,18 +159,27 @@ async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
         for c in _flush(run):
             yield c
         run.finish_exhausted()
-    except GeneratorExit:
-        run.finish("cancelled", run.end_of_iteration())
-        reader.cancel()
-        await aclose_quietly(run.stream)
-        raise
     except BaseException as err:
-        if not state.finished:
-            run.finish("cancelled", "cancelled", err)
+        if _left(run, err):
+            reader.cancel()
+            await aclose_quietly(run.stream)
         raise
     finally:
         run.reading = False
         reader.cancel()
+
+
+def _left(run: Run, err: BaseException) -> bool:
+    """Record how the caller left a driver's loop; True: it closed the loop (GeneratorExit:
+    `close()`, garbage collection), and the driver closes the SDK's stream. Else an exception
+    leaves through it: KeyboardInterrupt, a task's CancelledError, or what `after_read` raised
+    (recorded already)."""
+    if isinstance(err, GeneratorExit):
+        run.finish("cancelled", run.end_of_iteration())
+        return True
+    if not run.state.finished:
+        run.finish("cancelled", "cancelled", err)
+    return False
 
 
 def _reader(run: Run, loop: asyncio.AbstractEventLoop) -> ReadAhead | DirectRead:
@@ -313,7 +314,7 @@ class ReadAhead:
         run = self.run
         buf = self.buf
         watched = run.watched
-        clock = _clock
+        clock = run.state.clock
         while True:
             if watched:
                 run.reading = True
@@ -347,7 +348,7 @@ class ReadAhead:
             waiter = self.waiter = self.loop.create_future()
             deadline = state.deadline()
             timer = (
-                self.loop.call_later(max(0.0, deadline - _clock()), _wake, waiter)
+                self.loop.call_later(max(0.0, deadline - state.clock()), _wake, waiter)
                 if deadline is not None
                 else None
             )
@@ -385,19 +386,20 @@ class DirectRead:
     nothing needs a timer). The same face as `ReadAhead`, with nothing read ahead: one
     coroutine call per chunk more than an inline read, on the unbuffered path only."""
 
-    __slots__ = ("buf", "loop", "run", "src")
+    __slots__ = ("buf", "clock", "loop", "run", "src")
 
     def __init__(self, run: Run, src: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.run = run
         self.src = src
         self.loop = loop
+        self.clock = run.state.clock
         self.buf: tuple[()] = ()  # never anything read ahead
 
     async def get(self, state: StreamState) -> tuple[Any, Any]:
         run = self.run
         run.reading = True  # (only the watchdog looks)
         try:
-            return (await self.src.__anext__(), _clock())
+            return (await self.src.__anext__(), self.clock())
         finally:
             run.reading = False
 

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
     from .._types import InstrumentOptions
 
-_clock = time.perf_counter
 
 # The registry, the patches and per-endpoint memory live on `runtime` (one reset).
 _rt = runtime
@@ -259,11 +258,13 @@ class _Call:
             kwargs = {**kwargs, "stream_options": {**extra, "include_usage": True}}
             self.injected = self.hide_usage = True
         self.kwargs = kwargs
+        clock = _rt.clock
         self.state = StreamState(
             resolved,
             request_fields(client, kwargs, stream, api),
-            _clock(),
+            clock(),
             kwargs.get("messages" if api == CHAT_COMPLETIONS else "input"),
+            clock,
         )
         self.state.request["streamtap.started_at"] = time.time()
         if undecided and not self.injected:
@@ -299,7 +300,8 @@ class _Call:
     def fail(self, exc: BaseException) -> None:
         state = self.state
         outcome = "cancelled" if isinstance(exc, (KeyboardInterrupt, _cancelled())) else "error"
-        if state.finish(outcome, "exception" if outcome == "error" else "cancelled", _clock(), exc):
+        end = "exception" if outcome == "error" else "cancelled"
+        if state.finish(outcome, end, state.clock(), exc):
             response = getattr(exc, "response", None)
             response_meta(state, response)
             _log.emit(state)
@@ -345,10 +347,10 @@ class _Call:
                 record_response(state, result)
             else:
                 record_completion(state, result)
-            state.timing.chunk(_clock())
+            state.timing.chunk(state.clock())
         except Exception as exc:
             internal_error("recording a completion", exc)
-        if state.finish("ok", "response", _clock()):
+        if state.finish("ok", "response", state.clock()):
             _log.emit(state)
         return result
 

@@ -9,7 +9,6 @@ generator per proxy, made on first use; closing one closes that generator and re
 from __future__ import annotations
 
 import inspect
-import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
@@ -20,8 +19,6 @@ from .._core.state import StreamState
 from . import log as _log
 from .drivers import async_chunks, sync_chunks
 from .run import Run
-
-_clock = time.perf_counter
 
 
 class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
@@ -164,8 +161,9 @@ class ResponseProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     def __del__(self) -> None:
         try:
-            if self._self_parsed is None and self._self_state.finish("ok", "raw", _clock()):
+            state = self._self_state
+            if self._self_parsed is None and state.finish("ok", "raw", state.clock()):
                 # The caller read the raw body itself; streamtap saw no chunks to time.
-                _log.emit(self._self_state)
+                _log.emit(state)
         except Exception:  # interpreter shutdown
             pass

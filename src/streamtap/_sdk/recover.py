@@ -12,10 +12,8 @@ protocol's `adapter.ResumeAdapter` (`chat_resume.ChatResume` for chat completion
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import sys
-import time
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +33,6 @@ from .run import DoneProbe, aclose_quietly, close_quietly
 if TYPE_CHECKING:
     from .patch import _Call
     from .run import Run
-
-_clock = time.perf_counter
 
 # Endpoints that rejected a prefill request (never tried again), and endpoints whose streams end
 # without a finish_reason (and without `[DONE]`) every time (a clean end there is the end, not
@@ -233,7 +229,7 @@ class Resumer:
         strategy = self.protocol.exact_resume(failure.cause) or self._choose(state)
         if strategy is None:
             return None
-        wait = self.budget.next_wait(_clock(), failure.retry_after)
+        wait = self.budget.next_wait(state.clock(), failure.retry_after)
         if wait is None:
             raise self._stop(run, exc, failure, self._budget_spent())
         self.budget.attempts += 1
@@ -375,7 +371,7 @@ class Resumer:
             if isinstance(step, Close):
                 close_quietly(run.stream)
             elif isinstance(step, Sleep):
-                time.sleep(step.seconds)
+                runtime.sleep(step.seconds)
             else:
                 try:
                     plan.sent = _retrying_sync(step.create, step.args, step.kwargs)
@@ -390,7 +386,7 @@ class Resumer:
             if isinstance(step, Close):
                 await aclose_quietly(run.stream)
             elif isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
+                await runtime.async_sleep(step.seconds)
             else:
                 try:
                     plan.sent = await _retrying_async(step.create, step.args, step.kwargs)
@@ -486,6 +482,7 @@ def _retrying_sync(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
         wait=tenacity.wait_random(0.01, 0.05),
         retry=tenacity.retry_if_exception_type(openai.APIConnectionError),
         reraise=True,
+        sleep=runtime.sleep,
     ):
         with attempt:
             return create(*args, **kwargs)
@@ -500,6 +497,7 @@ async def _retrying_async(create: Any, args: Any, kwargs: dict[str, Any]) -> Any
         wait=tenacity.wait_random(0.01, 0.05),
         retry=tenacity.retry_if_exception_type(openai.APIConnectionError),
         reraise=True,
+        sleep=runtime.async_sleep,
     ):
         with attempt:
             return await create(*args, **kwargs)

@@ -9,7 +9,6 @@ recorded as `cancelled`/`break`; never iterated at all as `abandoned`).
 from __future__ import annotations
 
 import inspect
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -26,8 +25,6 @@ from .watchdog import watchdog
 
 if TYPE_CHECKING:
     from .recover import Resumer
-
-_clock = time.perf_counter
 
 
 class Run:
@@ -132,7 +129,7 @@ class Run:
 
     def finish(self, outcome: str, end: str, exc: BaseException | None = None) -> None:
         state = self.state
-        if state.finish(outcome, end, _clock(), exc):
+        if state.finish(outcome, end, state.clock(), exc):
             self.reading = False
             watchdog.unwatch(self)
             if self.probe is not None:

@@ -66,6 +66,9 @@ class Watched(Protocol):
     def got_chunk(self) -> bool: ...  # a chunk arrived in the current attempt
 
 
+# The real clock, not `runtime.clock`: the thread times real waits on real sockets (a fake
+# clock would stop it, or make it see stalls everywhere). `_timed` and `_frozen` take the time as
+# an argument: tests give them explicit readings.
 _clock = time.perf_counter
 
 Mark = tuple[int, float]  # (the run's progress, since when it has been waiting at it)
