@@ -63,6 +63,50 @@ def events() -> Iterator[Events]:
         log.setLevel(old)
 
 
+class FakeTime:
+    """A clock for `runtime.clock` that moves only when told to or when streamtap sleeps.
+
+    Sleeps return at once (an async one after yielding to the loop once) and record what was
+    asked: a test asserts on the waits streamtap requested and on durations in this clock, never
+    on wall time. The stall watchdog keeps the real clock (see `_runtime`).
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        import asyncio
+
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def fake_time() -> Iterator[FakeTime]:
+    """streamtap's clock and sleeps replaced by a `FakeTime` for the test."""
+    from streamtap._runtime import runtime
+
+    fake = FakeTime()
+    saved = runtime.clock, runtime.sleep, runtime.async_sleep
+    runtime.clock, runtime.sleep, runtime.async_sleep = fake.clock, fake.sleep, fake.async_sleep
+    try:
+        yield fake
+    finally:
+        runtime.clock, runtime.sleep, runtime.async_sleep = saved
+
+
 @pytest.fixture
 def server() -> Iterator[Any]:
     from streamtap.testing import FakeServer

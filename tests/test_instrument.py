@@ -654,17 +654,18 @@ async def test_async_hold_bound_holds_when_next_chunk_is_late(
     pieces = ["The", " quick", " brown", " fox", " jumps."]
     server.enqueue(Reply(pieces=pieces, delay=[0.0, 0.0, 0.0, 0.0, 1.2, 0.0, 0.0]))
     stream = await client.chat.completions.create(model="m", messages=MSG, stream=True)
-    t0 = time.monotonic()
-    got: list[tuple[float, str]] = []
+    got: list[tuple[int, str]] = []  # (events the server had sent, text delivered)
     async for chunk in stream:
         text = chunk.choices[0].delta.content if chunk.choices else None
         if text:
-            got.append((time.monotonic() - t0, text))
+            got.append((server.responses[-1].events_sent, text))
     assert "".join(t for _, t in got) == "".join(pieces)
     # " fox" arrives at once and is held (the word may go on); the next chunk comes 1.2 s
-    # later, but the bound releases the held text long before that, all but its last
-    # grapheme (the next code point could still extend it).
-    before_gap = "".join(t for at, t in got if at < 0.8)
+    # later, but the bound releases the held text before that, all but its last grapheme
+    # (the next code point could still extend it). Judged by order, not by the clock: what
+    # the caller had while the server had sent no more than the role chunk and four pieces
+    # (`events_sent` is updated before each write: it never lags what the client has).
+    before_gap = "".join(t for sent, t in got if sent <= 5)
     assert before_gap == "The quick brown fo", got
     assert events.one()["streamtap.outcome"] == "ok"
 
