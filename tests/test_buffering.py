@@ -70,7 +70,8 @@ def test_answers_arrive_whole_and_lossless(name: str, chunk_size: int, events: A
         assert len(pieces) > 3  # Thai streams too, at grapheme boundaries
     ev = events.one()
     assert ev["streamtap.buffering.mode"] == "word"
-    assert ev["streamtap.buffering.hold_max"] >= 0
+    # (exact values in test_hold_and_timing_are_read_on_the_streams_clock; here, real time)
+    assert 0 <= ev["streamtap.buffering.hold_max"] <= ev["streamtap.duration"]
 
 
 def test_n2_choices_are_buffered_apart(events: Any) -> None:
@@ -199,3 +200,33 @@ def test_hold_size_bound_releases_long_tokens(events: Any) -> None:
     assert "".join(pieces) == blob
     assert len(pieces) >= len(blob) // 64 - 1
     assert max(len(p) for p in pieces) <= 64 + 8
+
+
+def test_hold_and_timing_are_read_on_the_streams_clock(events: Any, fake_time: Any) -> None:
+    """Every reading of a stream (arrivals, held text's push and release, the end-of-stream
+    release, the end) comes from its clock, the injected one here. The caller moves it 1 s on
+    before asking for each chunk, one word a chunk: each word is held until the next chunk
+    shows it ended, so every hold, gap and the first chunk's wait is exactly 1 s, and the
+    duration counts the caller's steps. Exact, on any machine: no stopwatch involved."""
+    words = ["The", " quick", " brown", " fox", " jumps"]
+    with FakeServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        streamtap.instrument(client, hold_max_seconds=10)
+        server.enqueue(Reply(pieces=words))
+        stream = client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+        pieces, steps = [], 0
+        while True:
+            fake_time.advance(1.0)
+            steps += 1
+            chunk = next(stream, None)
+            if chunk is None:
+                break
+            pieces.append(chunk.choices[0].delta.content if chunk.choices else None)
+    assert "".join(p or "" for p in pieces) == "".join(words)
+    assert pieces[-1] == "jumps"  # the last word: held to the end of the body, then released
+    ev = events.one()
+    assert ev["streamtap.buffering.hold_max"] == 1.0
+    assert ev["streamtap.buffering.hold_mean"] == 1.0
+    assert ev["gen_ai.response.time_to_first_chunk"] == 1.0
+    assert (ev["streamtap.gap.mean"], ev["streamtap.gap.max"]) == (1.0, 1.0)
+    assert ev["streamtap.duration"] == steps

@@ -62,27 +62,24 @@ def wait_for_summary(events: Any) -> dict[str, Any]:
     return events.one()
 
 
-def stream_sync(client: openai.OpenAI) -> tuple[str, float, Any]:
-    """The answer, the time to its first chunk, and the stream; in a thread, bounded."""
+def stream_sync(client: openai.OpenAI) -> tuple[str, Any]:
+    """The answer and the stream; in a thread, bounded (a stream that waited for a held
+    loader would never end: the bound is far above a real stream, and no verdict on speed)."""
     out: list[Any] = []
 
     def work() -> None:
-        t0 = time.perf_counter()
         stream = client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
-        first = None
         text = []
         for chunk in stream:
-            if first is None:
-                first = time.perf_counter() - t0
             if chunk.choices and chunk.choices[0].delta.content:
                 text.append(chunk.choices[0].delta.content)
-        out.append(("".join(text), first, stream))
+        out.append(("".join(text), stream))
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
     worker.join(BOUND)
     assert out, "the stream waited for the tokenizer to load"
-    result: tuple[str, float, Any] = out[0]
+    result: tuple[str, Any] = out[0]
     return result
 
 
@@ -96,9 +93,9 @@ def test_first_stream_does_not_wait_for_the_tokenizer(
         client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
         streamtap.instrument(client)
         server.enqueue(Reply(text=ANSWER, chunk_size=3, model="gpt-4o"))
-        text, first_chunk, stream = stream_sync(client)
-        assert text == ANSWER
-        assert first_chunk < 1.0
+        text, stream = stream_sync(client)
+        assert text == ANSWER  # delivered in full while the loader is still held
+        assert not slow_loader.is_set()
         assert events.summaries == []  # its count is not known yet
         during = streamtap.stats(stream)
         assert (during.token_source, during.outcome) == ("estimate", "ok")

@@ -465,18 +465,22 @@ def test_no_secrets_and_no_content_by_default(server: FakeServer, events: Any, c
     assert events.summaries[-1]["streamtap.content.input"] == MSG
 
 
-def test_live_stats(server: FakeServer) -> None:
-    """stats() reports chunks and time to first token while the stream runs."""
+def test_live_stats(server: FakeServer, fake_time: Any) -> None:
+    """stats() reports chunks and times while the stream runs, on the stream's clock (the
+    injected one: the first chunk is read 0.5 s after the request, the second 0.25 s later)."""
     client = client_for(server)
     streamtap.instrument(client)
     server.enqueue(Reply(text=TEXT, chunk_size=4))
     stream = client.chat.completions.create(model="m", messages=MSG, stream=True)
     before = streamtap.stats(stream)
     assert before.chunks == 0 and before.outcome is None
+    assert (before.time_to_first_chunk, before.elapsed) == (None, 0.0)
+    fake_time.advance(0.5)
     next(stream)
+    fake_time.advance(0.25)
     next(stream)
     mid = streamtap.stats(stream)
-    assert mid.chunks == 2 and mid.time_to_first_chunk is not None
+    assert (mid.chunks, mid.time_to_first_chunk, mid.elapsed) == (2, 0.5, 0.75)
     list(stream)
     after = streamtap.stats(stream)
     assert after.outcome == "ok" and after.tokens > 0

@@ -237,19 +237,55 @@ def test_otel_optional_attributes_left_out() -> None:
     }
 
 
-def test_otel_global_provider() -> None:
-    """With no provider the global one is used (here a no-op, so recording is harmless)."""
+def test_otel_global_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no provider the global one is used: what the hook records reaches it."""
+    from opentelemetry.metrics import _internal as otel_global
+
+    reader = otel_export.InMemoryMetricReader()
+    # The global provider, set for this test only (`set_meter_provider` works once a process).
+    monkeypatch.setattr(
+        otel_global, "_METER_PROVIDER", otel_sdk.MeterProvider(metric_readers=[reader])
+    )
     hook = OTelMetrics()
     for s in feed():
         hook(s)
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert "gen_ai.client.operation.duration" in names
 
 
 def test_otel_tolerates_empty_and_odd_summaries() -> None:
-    """Missing, null and wrongly typed fields never raise."""
-    hook = OTelMetrics(meter_provider=otel_sdk.MeterProvider())
-    hook({})
-    hook(summary(**{"streamtap.duration": "slow", "gen_ai.usage.output_tokens": True}))
-    hook(summary(**{"streamtap.duration": float("nan"), "server.port": "443"}))
+    """Missing, null and wrongly typed fields never raise, and are left out: only the
+    well-formed values of these summaries are recorded."""
+    metrics = otel_collect(
+        [
+            {},
+            summary(
+                **{
+                    "streamtap.duration": "slow",
+                    "gen_ai.usage.output_tokens": True,
+                    "gen_ai.usage.input_tokens": 7,
+                }
+            ),
+            summary(
+                **{
+                    "streamtap.duration": float("nan"),
+                    "server.port": "443",
+                    "gen_ai.response.time_to_first_chunk": 0.5,
+                }
+            ),
+        ]
+    )
+    assert set(metrics) == {
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.time_to_first_chunk",
+    }
+    (tokens,) = metrics["gen_ai.client.token.usage"].data.data_points
+    assert (tokens.attributes["gen_ai.token.type"], tokens.sum) == ("input", 7)
+    (ttfc,) = metrics["gen_ai.client.operation.time_to_first_chunk"].data.data_points
+    assert "server.port" not in ttfc.attributes
+    assert ttfc.sum == 0.5
 
 
 def test_otel_missing_dependency_message(monkeypatch: pytest.MonkeyPatch) -> None:

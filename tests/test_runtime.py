@@ -6,7 +6,9 @@ counted on the server)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import Any
 
 import openai
@@ -114,6 +116,8 @@ def test_uninstrument_forgets_clients_and_unpatches(server: FakeServer) -> None:
 
 # Attributes that are not state: the locks.
 _NOT_STATE = {"lock", "derived_lock"}
+# The time seam: reset() puts the real clock and sleeps back.
+_TIME = {"clock": time.perf_counter, "sleep": time.sleep, "async_sleep": asyncio.sleep}
 
 
 def test_reset_clears_every_attribute() -> None:
@@ -143,6 +147,8 @@ def test_reset_clears_every_attribute() -> None:
         elif name == "patched":
             Patched.attr = staticmethod(lambda: None)
             rt.patched.append((Patched, "attr", staticmethod(original)))
+        elif name in _TIME:
+            setattr(rt, name, lambda *a: 0.0)  # a test's fake clock or sleep
         elif isinstance(value, set):
             value.add("http://127.0.0.1:1/v1")
         elif isinstance(value, dict):
@@ -151,6 +157,8 @@ def test_reset_clears_every_attribute() -> None:
             raise AssertionError(f"Runtime.{name}: unknown kind of state, teach this test")
     rt.reset()
     for name in Runtime.__slots__:
-        if name not in _NOT_STATE:
+        if name in _TIME:
+            assert getattr(rt, name) is _TIME[name], name  # the real one is back
+        elif name not in _NOT_STATE:
             assert not getattr(rt, name), name
     assert Patched.attr is original  # the patch was undone

@@ -306,7 +306,7 @@ def _steady(times: list[float], reads: int = 1) -> list[tuple[float, float, int,
         (
             "progress, then quiet",
             Waiter(idle=1.0),
-            [(10, 0, 1, True), (10.9, 0, 2, True)] + _steady([11.5, 11.9, 11.95], 2),
+            [(10, 0, 1, True), (10.9, 0, 2, True), *_steady([11.5, 11.9, 11.95], 2)],
             11.95,
         ),
         # the caller is slow (no read in flight): its time is never the server's
