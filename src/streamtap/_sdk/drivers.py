@@ -21,7 +21,7 @@ from .._core.state import StreamState, delivered_text
 from .._errors import internal_error
 from .._exceptions import ErrorObject, IncompleteStream, StreamInterrupted
 from . import log as _log
-from .adapter import DELIVER, ERROR, RELEASE, SKIP
+from .adapter import DELIVER, ERROR, SKIP
 from .run import Run, aclose_quietly, close_quietly
 from .watchdog import watchdog
 
@@ -37,10 +37,8 @@ def _source(stream: Any) -> Any:
 
 def sync_chunks(run: Run) -> Generator[Any, None, None]:
     """The sync driver: what iterating a `StreamProxy` yields."""
-    state = run.state
+    state, hide, debug = run.state, run.hide_usage, run.debug
     src = _source(run.stream)
-    hide = run.hide_usage
-    debug = run.debug
     if run.watched:
         watchdog.watch(run)
     process = run.adapter.process_chunk
@@ -73,15 +71,9 @@ def sync_chunks(run: Run) -> Generator[Any, None, None]:
                     elif deliver == ERROR:
                         exc = run.adapter.error_object(chunk)
                         break
-                    elif deliver == SALVAGED:
+                    elif deliver != SKIP:  # SALVAGED or RELEASE: other chunks in its place
                         try:
-                            yield from salvaged
-                        except BaseException as e:
-                            thrown = e
-                            break
-                    elif deliver == RELEASE:
-                        try:
-                            yield from _released(run, chunk)
+                            yield from salvaged if deliver == SALVAGED else _released(run, chunk)
                         except BaseException as e:
                             thrown = e
                             break
@@ -105,9 +97,7 @@ def sync_chunks(run: Run) -> Generator[Any, None, None]:
 
 async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
     """The async driver: what iterating an `AsyncStreamProxy` yields."""
-    state = run.state
-    hide = run.hide_usage
-    debug = run.debug
+    state, hide, debug = run.state, run.hide_usage, run.debug
     process = run.adapter.process_chunk
     reader = _reader(run, asyncio.get_running_loop())
     run.started = True
@@ -136,16 +126,14 @@ async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
                     if debug:
                         _log.chunk_event(state, now)
                 except Exception as err:
-                    for c in _salvage(run, chunk, err):
-                        yield c
-                    continue
+                    salvaged, deliver = _salvage(run, chunk, err), SALVAGED
                 if deliver == DELIVER:
                     yield chunk
                     continue
                 if deliver == SKIP:
                     continue
-                if deliver == RELEASE:
-                    for c in _released(run, chunk):
+                if deliver != ERROR:  # SALVAGED or RELEASE: other chunks in its place
+                    for c in salvaged if deliver == SALVAGED else _released(run, chunk):
                         yield c
                     continue
                 exc = run.adapter.error_object(chunk)
@@ -450,7 +438,7 @@ def _released(run: Run, chunk: Any) -> list[Any]:
         return [chunk]
 
 
-SALVAGED = -1  # (sync loop) processing the chunk failed: deliver `_salvage`'s chunks instead
+SALVAGED = -1  # processing the chunk failed: deliver `_salvage`'s chunks instead
 
 
 def _salvage(run: Run, chunk: Any, err: Exception) -> list[Any]:
