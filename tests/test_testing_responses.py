@@ -287,13 +287,18 @@ def test_cut_at_byte(server: FakeServer, client: openai.OpenAI, where: str) -> N
 def test_stall_then_continue(server: FakeServer, client: openai.OpenAI) -> None:
     server.enqueue(Reply(pieces=["a", "b", "c"], fault=Fault.stall(after_events=5, seconds=0.3)))
     times: list[float] = []
+    sent: list[int] = []  # events the server had written when the client got each one
     start = time.perf_counter()
     events = []
     for event in client.responses.create(model="m", input="x", stream=True):
         times.append(time.perf_counter() - start)
+        sent.append(server.responses[-1].events_sent)
         events.append(event)
     assert text_of(events) == "abc"
-    assert times[4] < 0.3 <= times[5]
+    # Where the pause is, by order (the 6th event held back while the client had the 5th);
+    # how long, from below only (a busy machine only makes the client later).
+    assert sent[4] == 5
+    assert times[5] >= 0.3
 
 
 def test_stall_hits_client_read_timeout(server: FakeServer) -> None:
