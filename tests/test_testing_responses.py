@@ -285,6 +285,10 @@ def test_cut_at_byte(server: FakeServer, client: openai.OpenAI, where: str) -> N
 
 
 def test_stall_then_continue(server: FakeServer, client: openai.OpenAI) -> None:
+    # A first stream warms the client up (lazy imports, model classes built on first use: a
+    # few tenths of a second in a fresh process), so that it reads faster than the stall.
+    server.enqueue(Reply(pieces=["a", "b", "c"]))
+    collect(client)
     server.enqueue(Reply(pieces=["a", "b", "c"], fault=Fault.stall(after_events=5, seconds=0.3)))
     times: list[float] = []
     sent: list[int] = []  # events the server had written when the client got each one

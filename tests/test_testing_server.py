@@ -444,6 +444,8 @@ def test_disconnect_before_headers(server: FakeServer, client: openai.OpenAI) ->
 
 def test_stall_then_continue(server: FakeServer, client: openai.OpenAI) -> None:
     """A stall pauses the stream for at least its duration, then the text completes."""
+    server.enqueue(Reply(text="warm"))  # the client's first stream costs more than the stall
+    list(client.chat.completions.create(model="m", messages=MSGS, stream=True))
     server.enqueue(
         Reply(
             pieces=["a", "b", "c", "d"],
@@ -998,6 +1000,9 @@ async def test_async_stall_and_error_event() -> None:
     """AsyncOpenAI sees the stall's gap and raises APIError on an in-band error."""
     async with FakeServer() as srv:
         sdk = openai.AsyncOpenAI(base_url=srv.base_url, api_key="t", max_retries=0)
+        srv.enqueue(Reply(text="warm"))  # a client's first stream costs more than the stall
+        async for _ in await sdk.chat.completions.create(model="m", messages=MSGS, stream=True):
+            pass
         srv.enqueue(
             Reply(
                 pieces=["a", "b", "c"],
