@@ -16,7 +16,6 @@ response, or send the request again and verify the replay.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +24,6 @@ from .._core.state import StreamState
 from .._errors import internal_error
 from .._exceptions import Diverged
 from .responses import _BUFFERED, TERMINAL, ResponsesAdapter
-
-_clock = time.perf_counter
 
 REATTACH = "reattach"
 _STRATEGIES = frozenset({"auto", "replay"})
@@ -234,7 +231,7 @@ class ResponsesSplice:
         failure = kind == "error" or kind == "response.failed"
         if not failure and self.strategy != REATTACH and not self._replayed(d, kind, seq):
             self.state.chunk_count += 1  # received all the same
-            self.state.timing.chunk(_clock())
+            self.state.timing.chunk(self.state.clock())
             return []
         self._stamp(d, kind)
         self._number(d)
