@@ -160,8 +160,8 @@ def source_state() -> dict[str, Any]:
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted((ROOT / "src" / "streamtap").glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for f in sorted((ROOT / "src" / "streamtap").rglob("*.py")):
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
 
     def git(*a: str) -> str:
         r = subprocess.run(
