@@ -31,7 +31,7 @@ from .endpoint import endpoint_key
 from .run import DoneProbe, aclose_quietly, close_quietly
 
 if TYPE_CHECKING:
-    from .patch import _Call
+    from .call import Call
     from .run import Run
 
 # Endpoints that rejected a prefill request (never tried again), and endpoints whose streams end
@@ -168,7 +168,7 @@ class Resumer:
     (default: chat completions)."""
 
     def __init__(
-        self, call: _Call, create: Any, args: Any, protocol: ResumeAdapter | None = None
+        self, call: Call, create: Any, args: Any, protocol: ResumeAdapter | None = None
     ) -> None:
         self.call = call
         o = call.resolved.options

@@ -95,7 +95,7 @@ class ResponsesResume:
     def of(
         cls, adapter: ResponsesAdapter, call: Any, create: Any, args: Any, mark: Any
     ) -> ResponsesResume:
-        """The resume of `call`'s stream (`patch._Call`); `mark` makes a follow-up request
+        """The resume of `call`'s stream (`call.Call`); `mark` makes a follow-up request
         uninstrumented. It re-attaches with the SDK's own `retrieve`, looked up at the first
         re-attach (most streams never need it)."""
         if call.retrieving:
