@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        # Listening before the address is printed: a browser that connects at once is queued by
+        # the kernel until uvicorn accepts, never refused.
+        sock.listen(128)
         host, port = sock.getsockname()[:2]
         print(f"streamtap web example: http://{host}:{port}/", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

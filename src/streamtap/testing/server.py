@@ -374,61 +374,55 @@ class FakeServer:
         except ValueError:
             parsed, json_ok = None, False
         recorded, number = self._record_request(request, path, query, parsed, conn_id)
-        request_id = recorded.request_id
         keep_alive = request.version == "HTTP/1.1" and (
             "close" not in request.headers.get("connection", "").lower()
         )
+        body = parsed if json_ok and isinstance(parsed, dict) else None
+        route = self._route(request, path, query, body, number, recorded.request_id)
+        if callable(route):  # an answer the queued replies, faults and pacing apply to
+            return await self._serve(peer, request, recorded, keep_alive, route)
+        route.keep_alive = route.keep_alive and keep_alive
+        return await send_plan(peer, route, None, Reply())
+
+    def _route(
+        self,
+        request: _Request,
+        path: str,
+        query: str,
+        body: dict[str, Any] | None,
+        number: int,
+        request_id: str,
+    ) -> Callable[[Reply], _Plan] | _Plan:
+        """What answers a request: a plan made from the next reply, or a fixed plan (errors,
+        the model list). `body` is None when the body is not a JSON object."""
         base = path.rstrip("/")
         retrieved = _RESPONSE_PATH.search(base) if request.method == "GET" else None
         if retrieved is not None:
             response_id = retrieved.group(1)
-            return await self._serve(
-                peer,
-                request,
-                recorded,
-                keep_alive,
-                lambda reply: retrieve_plan(reply, response_id, query, request_id, self._stored),
-            )
+            return lambda reply: retrieve_plan(reply, response_id, query, request_id, self._stored)
         if request.method == "POST" and base.endswith("/responses"):
-            if not json_ok or not isinstance(parsed, dict):
-                plan = json_plan(400, _INVALID_JSON, request_id)
-            else:
-                body: dict[str, Any] = parsed
-                return await self._serve(
-                    peer,
-                    request,
-                    recorded,
-                    keep_alive,
-                    lambda reply: responses_plan(
-                        reply, body, number, request_id, self._composer(), self._stored
-                    ),
-                )
-        elif request.method == "POST" and base.endswith("/chat/completions"):
-            if not json_ok or not isinstance(parsed, dict):
-                plan = json_plan(400, _INVALID_JSON, request_id)
-            else:
-                error = refusal(
-                    parsed,
-                    supports_prefill=self.supports_prefill,
-                    supports_stream_options=self.supports_stream_options,
-                )
-                if error is None:
-                    chat: dict[str, Any] = parsed
-                    return await self._serve(
-                        peer,
-                        request,
-                        recorded,
-                        keep_alive,
-                        lambda reply: chat_plan(reply, chat, number, request_id, self._composer()),
-                    )
-                plan = json_plan(400, error, request_id)
-        elif request.method == "GET" and base.endswith("/models"):
-            plan = json_plan(200, _MODELS, request_id)
-        else:
-            error = _openai_error(f"Invalid URL ({request.method} {path})", code="unknown_url")
-            plan = json_plan(404, error, request_id)
-        plan.keep_alive = plan.keep_alive and keep_alive
-        return await send_plan(peer, plan, None, Reply())
+            if body is None:
+                return json_plan(400, _INVALID_JSON, request_id)
+            responses_body = body
+            return lambda reply: responses_plan(
+                reply, responses_body, number, request_id, self._composer(), self._stored
+            )
+        if request.method == "POST" and base.endswith("/chat/completions"):
+            if body is None:
+                return json_plan(400, _INVALID_JSON, request_id)
+            error = refusal(
+                body,
+                supports_prefill=self.supports_prefill,
+                supports_stream_options=self.supports_stream_options,
+            )
+            if error is not None:
+                return json_plan(400, error, request_id)
+            chat = body
+            return lambda reply: chat_plan(reply, chat, number, request_id, self._composer())
+        if request.method == "GET" and base.endswith("/models"):
+            return json_plan(200, _MODELS, request_id)
+        error = _openai_error(f"Invalid URL ({request.method} {path})", code="unknown_url")
+        return json_plan(404, error, request_id)
 
     def _record_request(
         self, request: _Request, path: str, query: str, parsed: Any, conn_id: int
