@@ -820,6 +820,46 @@ def test_end_to_end_with_the_real_library(server: Any, tmp_path: Path) -> None:
         }
 
 
+def test_grouped_by_operation_chat_completions_and_responses(server: Any, tmp_path: Path) -> None:
+    """A chat completion and a Responses stream from one instrumented client are reported apart
+    by operation (`gen_ai.operation.name` and `openai.api.type`); events written before
+    `openai.api.type` existed count under the operation alone."""
+    import logging
+
+    import openai
+
+    import streamtap
+    from streamtap.testing import Reply
+
+    log_file = tmp_path / "events.jsonl"
+    with open(log_file, "w", encoding="utf-8") as f:
+        handler = streamtap.configure_logging(json=True, stream=f)
+        try:
+            client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+            streamtap.instrument(client)
+            server.enqueue(Reply(text="Hello there."))
+            list(client.chat.completions.create(model="gpt-4o", messages=[], stream=True))
+            if hasattr(client, "responses"):
+                done = {"id": "r", "object": "response", "created_at": 1, "model": "gpt-4o",
+                        "status": "completed", "output": [], "tools": [],
+                        "tool_choice": "auto", "parallel_tool_calls": True}  # fmt: skip
+                event = {"type": "response.completed", "sequence_number": 0, "response": done}
+                body = f"event: response.completed\ndata: {json.dumps(event)}\n\n"
+                server.enqueue(Reply(raw=body))
+                list(client.responses.create(model="gpt-4o", input="hi", stream=True))
+        finally:
+            logging.getLogger("streamtap").removeHandler(handler)
+        f.write(json.dumps(summary("old", "a.example", 443)) + "\n")
+    rep = run_json([str(log_file)])
+    want = {"chat (chat_completions)": 1, "chat": 1}
+    if hasattr(openai.OpenAI(api_key="k"), "responses"):
+        want["chat (responses)"] = 1
+    assert {k: g["count"] for k, g in rep["by_operation"].items()} == want
+    code, out, _err = run([str(log_file), "--by", "operation"])
+    assert code == 0 and "Latency by operation" in out and "Latency by model" not in out
+    assert "by_operation" not in run_json([str(log_file), "--by", "both"])
+
+
 # -- hostile input -------------------------------------------------------------------------------
 # Log files come from anywhere. Valid JSON with absurd values, deep nesting or control characters
 # must give a report (never a traceback), with what was ignored counted, in bounded memory, and

@@ -1,9 +1,10 @@
 """The aggregates of `streamtap report`: counters and exact percentiles per group and over time.
 
-Per group (model, endpoint, everything) the report keeps counters and one `array('d')` per
-latency metric (8 bytes a value, so millions of streams are fine), which makes every percentile
-exact. The number of groups and of time buckets is bounded: past MAX_GROUPS, groups are added up
-in one OTHER group, and the time buckets grow wider instead of more numerous.
+Per group (model, endpoint, operation, everything) the report keeps counters and one
+`array('d')` per latency metric (8 bytes a value, so millions of streams are fine), which makes
+every percentile exact. The number of groups and of time buckets is bounded: past MAX_GROUPS,
+groups are added up in one OTHER group, and the time buckets grow wider instead of more
+numerous.
 
 Percentiles use the **nearest-rank** method: the p-th percentile of n sorted values is the
 value at 1-based rank ceil(p/100 * n). It is always an observed value, so TTFT values 0.01,
@@ -314,7 +315,7 @@ class Aggregator:
 
     `since` and `until` (epoch seconds) keep only the streams started in [since, until).
     `counts` says what the lines were, `examples` quotes a few malformed ones; `overall`,
-    `by_model`, `by_endpoint` and `timeseries` hold the aggregates.
+    `by_model`, `by_endpoint`, `by_operation` and `timeseries` hold the aggregates.
     """
 
     def __init__(self, *, since: float | None = None, until: float | None = None) -> None:
@@ -326,6 +327,7 @@ class Aggregator:
         self.overall = GroupStats()
         self.by_model: dict[str, GroupStats] = {}
         self.by_endpoint: dict[str, GroupStats] = {}
+        self.by_operation: dict[str, GroupStats] = {}
         self.timeseries = TimeSeries()
 
     def feed_line(self, line: str, source: str = "<input>", lineno: int = 0) -> None:
@@ -346,6 +348,7 @@ class Aggregator:
         self.overall.add(s)
         _group(self.by_model, s.model).add(s)
         _group(self.by_endpoint, s.endpoint).add(s)
+        _group(self.by_operation, s.operation).add(s)
         if s.time is not None:
             self.timeseries.add(s.time, s)
         return True
@@ -357,8 +360,9 @@ class Aggregator:
             return True
         return t is not None and (since is None or t >= since) and (until is None or t < until)
 
-    def to_json(self, by: str = "both") -> dict[str, Any]:
-        """The aggregates as JSON-ready data; `by`: "model", "endpoint" or "both"."""
+    def to_json(self, by: str = "all") -> dict[str, Any]:
+        """The aggregates as JSON-ready data; `by`: "model", "endpoint", "operation", "both"
+        (model and endpoint) or "all"."""
         out: dict[str, Any] = {
             "percentile_method": PERCENTILE_METHOD,
             "lines": self.counts.to_json(),
@@ -367,12 +371,20 @@ class Aggregator:
             "last_time": self.timeseries.last,
             "overall": self.overall.to_json(),
         }
-        if by in ("model", "both"):
-            out["by_model"] = {k: g.to_json() for k, g in sorted(self.by_model.items())}
-        if by in ("endpoint", "both"):
-            out["by_endpoint"] = {k: g.to_json() for k, g in sorted(self.by_endpoint.items())}
+        for label, groups in self.groupings(by):
+            out[f"by_{label}"] = {k: g.to_json() for k, g in sorted(groups.items())}
         out["timeseries"] = self.timeseries.to_json()
         return out
+
+    def groupings(self, by: str) -> list[tuple[str, dict[str, GroupStats]]]:
+        """(label, groups) for `by`: "model", "endpoint", "operation", "both" or "all"."""
+        chosen = {"both": ("model", "endpoint"), "all": ("model", "endpoint", "operation")}
+        groups = {
+            "model": self.by_model,
+            "endpoint": self.by_endpoint,
+            "operation": self.by_operation,
+        }
+        return [(label, groups[label]) for label in chosen.get(by, (by,)) if label in groups]
 
 
 def _group(groups: dict[str, GroupStats], key: str) -> GroupStats:

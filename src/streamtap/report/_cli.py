@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamtap report",
         description=(
             "Summarise streamtap.stream.summary events from JSON log files: latency "
-            "percentiles (nearest-rank), error and retry rates, tokens, per model and endpoint."
+            "percentiles (nearest-rank), error and retry rates, tokens, per model, endpoint and "
+            "operation."
         ),
     )
     p.add_argument(
@@ -40,9 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     p.add_argument(
         "--by",
-        choices=("model", "endpoint", "both"),
-        default="both",
-        help="group tables by model, by endpoint (server.address:server.port), or both",
+        choices=("model", "endpoint", "operation", "both", "all"),
+        default="all",
+        help=(
+            "group tables by model, by endpoint (server.address:server.port), by operation "
+            "(gen_ai.operation.name and openai.api.type: chat completions or the Responses "
+            "API), by model and endpoint (both), or all three (default)"
+        ),
     )
     p.add_argument("--json", action="store_true", help="print the aggregates as JSON")
     p.add_argument(

@@ -334,7 +334,7 @@ def _histogram(
 def _footer(agg: Aggregator) -> str:
     c: LineCounts = agg.counts
     note = out_of_range_note(c)
-    other = OTHER in agg.by_model or OTHER in agg.by_endpoint
+    other = OTHER in agg.by_model or OTHER in agg.by_endpoint or OTHER in agg.by_operation
     return (
         "<footer><p>"
         f"Percentiles: {PERCENTILE_METHOD} (the value at rank ceil(p/100 &middot; n) of the "
@@ -346,7 +346,8 @@ def _footer(agg: Aggregator) -> str:
         + "; ".join(line_kinds(c))
         + (f"; {note}" if note else "")
         + (
-            f". {html_safe(OTHER)}: the models or endpoints past the first {MAX_GROUPS:,}, added up"
+            f". {html_safe(OTHER)}: the models, endpoints or operations past the first "
+            f"{MAX_GROUPS:,}, added up"
             if other
             else ""
         )
@@ -377,6 +378,8 @@ def render_html(agg: Aggregator, title: str = "streamtap report") -> str:
         _distribution_section(agg),
         "<h2>By endpoint</h2>",
         _tables("endpoint", agg.by_endpoint, agg.overall),
+        "<h2>By operation</h2>",
+        _tables("operation", agg.by_operation, agg.overall),
         _footer(agg),
         "</main></body></html>\n",
     ]

@@ -54,6 +54,7 @@ class Summary:
         "gap_p95",
         "input_tokens",
         "model",
+        "operation",
         "out_of_range",
         "outcome",
         "output_tokens",
@@ -72,6 +73,7 @@ class Summary:
         self.model: str = ev["gen_ai.request.model"]
         self.outcome: str = ev["streamtap.outcome"]
         self.endpoint = self._endpoint(ev)
+        self.operation = self._operation(ev)
         self.error_type = _name(ev.get("error.type"))
         self.ttft = self._metric(ev.get("streamtap.time_to_first_token"))
         self.ttfc = self._metric(ev.get("gen_ai.response.time_to_first_chunk"))
@@ -86,6 +88,14 @@ class Summary:
         self.retries = self._count(ev.get("streamtap.retries")) or 0
         self.strategy: str = _name(ev.get("streamtap.resume.strategy")) or NO_STRATEGY
         self.time = self._time(ev)
+
+    @staticmethod
+    def _operation(ev: Mapping[str, Any]) -> str:
+        """`chat (responses)`, `chat (chat_completions)`: the operation and the API it used
+        (`openai.api.type`; events written before that field have the operation alone)."""
+        operation = _name(ev.get("gen_ai.operation.name")) or UNKNOWN
+        api = _name(ev.get("openai.api.type"))
+        return f"{operation} ({api})" if api else operation
 
     def _endpoint(self, ev: Mapping[str, Any]) -> str:
         """`address:port`, the address alone, or UNKNOWN."""

@@ -125,16 +125,6 @@ def group_rows(
     return latency, traffic, total
 
 
-def _groupings(agg: Aggregator, by: str) -> list[tuple[str, dict[str, GroupStats]]]:
-    """(label, groups) for `by`: "model", "endpoint" or "both"."""
-    out = []
-    if by in ("model", "both"):
-        out.append(("model", agg.by_model))
-    if by in ("endpoint", "both"):
-        out.append(("endpoint", agg.by_endpoint))
-    return out
-
-
 def line_kinds(c: LineCounts) -> list[str]:
     """`12 summaries`, `1 malformed`, ...: what the lines were (the time filter when used)."""
     kinds = [
@@ -185,9 +175,10 @@ def _grouping(label: str, groups: Mapping[str, GroupStats], overall: GroupStats)
     return parts
 
 
-def render_text(agg: Aggregator, by: str = "both") -> str:
-    """The report as text tables; `by`: group by "model", "endpoint" or "both"."""
+def render_text(agg: Aggregator, by: str = "all") -> str:
+    """The report as text tables; `by`: group by "model", "endpoint", "operation", "both"
+    (model and endpoint) or "all"."""
     parts = _header(agg)
-    for label, groups in _groupings(agg, by):
+    for label, groups in agg.groupings(by):
         parts.extend(_grouping(label, groups, agg.overall))
     return "\n".join(parts) + "\n"
