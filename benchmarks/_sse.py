@@ -200,8 +200,89 @@ def events(n: int, seed: int = 7) -> list[bytes]:
     return list(iter_events(n, seed))
 
 
-def body(n: int, seed: int = 7) -> bytes:
+def body(n: int, seed: int = 7, protocol: str = "chat") -> bytes:
+    if protocol == "responses":
+        return b"".join(iter_response_events(n, seed))
     return b"".join(events(n, seed))
+
+
+# -- the Responses API ---------------------------------------------------------------------------
+
+RESPONSE_ID = "resp_0bench5treamtap0123456789abcdef0123456789abcd"
+ITEM_ID = "msg_0bench5treamtap0123456789abcdef0123456789abcd"
+
+
+def _named(obj: dict) -> bytes:
+    data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"event: " + obj["type"].encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _response(status: str, output: list, usage: object) -> dict:
+    return {
+        "id": RESPONSE_ID,
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": MODEL,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "metadata": {},
+    }
+
+
+def iter_response_events(n: int, seed: int = 7) -> Iterator[bytes]:
+    """A Responses API stream (`responses.create(stream=True)`) with *n* text deltas, as
+    api.openai.com sends it: named events with sequence numbers, `obfuscation` and empty
+    `logprobs` on each delta, one message item, usage in `response.completed` (n + 8 events)."""
+    rng = random.Random(seed * 7919 + n)
+    seq = iter(range(n + 16))
+    where = {"item_id": ITEM_ID, "output_index": 0, "content_index": 0}
+    item = {"id": ITEM_ID, "type": "message", "status": "in_progress", "content": [],
+            "role": "assistant"}  # fmt: skip
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    for kind in ("response.created", "response.in_progress"):
+        yield _named({"type": kind, "sequence_number": next(seq),
+                      "response": _response("in_progress", [], None)})  # fmt: skip
+    yield _named({"type": "response.output_item.added", "sequence_number": next(seq),
+                  "output_index": 0, "item": item})  # fmt: skip
+    yield _named({"type": "response.content_part.added", "sequence_number": next(seq),
+                  **where, "part": part})  # fmt: skip
+    texts = deltas(n, seed)
+    for text in texts:
+        yield _named({"type": "response.output_text.delta", "sequence_number": next(seq),
+                      **where, "delta": text, "logprobs": [],
+                      "obfuscation": _obfuscation(rng, len(text))})  # fmt: skip
+    whole = "".join(texts)
+    done_part = {**part, "text": whole}
+    done_item = {**item, "status": "completed", "content": [done_part]}
+    yield _named({"type": "response.output_text.done", "sequence_number": next(seq), **where,
+                  "text": whole, "logprobs": []})  # fmt: skip
+    yield _named({"type": "response.content_part.done", "sequence_number": next(seq), **where,
+                  "part": done_part})  # fmt: skip
+    yield _named({"type": "response.output_item.done", "sequence_number": next(seq),
+                  "output_index": 0, "item": done_item})  # fmt: skip
+    output_tokens = n * 2 + 1
+    usage = {"input_tokens": 24, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": 24 + output_tokens}  # fmt: skip
+    yield _named({"type": "response.completed", "sequence_number": next(seq),
+                  "response": _response("completed", [done_item], usage)})  # fmt: skip
 
 
 def text_of(n: int, seed: int = 7) -> str:
@@ -213,11 +294,14 @@ def blocks(data: bytes, size: int = 16384) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def lazy_blocks(n: int, seed: int = 7, size: int = 16384) -> Iterator[bytes]:
+def lazy_blocks(
+    n: int, seed: int = 7, size: int = 16384, protocol: str = "chat"
+) -> Iterator[bytes]:
     """The body of :func:`events` in blocks, each event built when needed (no body in memory;
     only the list of delta strings)."""
     buf = bytearray()
-    for event in iter_events(n, seed):
+    source = iter_response_events if protocol == "responses" else iter_events
+    for event in source(n, seed):
         buf += event
         if len(buf) >= size:
             yield bytes(buf)

@@ -1,4 +1,5 @@
-"""The measured process: stream chat completions through the real SDK, raw or instrumented.
+"""The measured process: stream chat completions (or Responses API events, `--protocol
+responses`) through the real SDK, raw or instrumented.
 
 Run by `run.py` as a subprocess (under callgrind, or plain), never imported by the harness
 itself, so every variant gets a fresh interpreter with only its own patches applied::
@@ -33,6 +34,7 @@ import _sse  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Explain streaming in a few paragraphs."}]
 MODEL = "gpt-4o-mini"
+PROTOCOL = "chat"  # or "responses" (--protocol): which API the caller's loop streams
 
 # streamtap configurations: the defaults, the "shell only" baseline, and one capability at a
 # time on top of the shell.
@@ -76,10 +78,10 @@ class Body:
 
     def blocks(self) -> Any:
         if self.lazy:
-            return _sse.lazy_blocks(self.n)
+            return _sse.lazy_blocks(self.n, protocol=PROTOCOL)
         found = self._cache.get(self.n)
         if found is None:
-            found = self._cache[self.n] = _sse.blocks(_sse.body(self.n))
+            found = self._cache[self.n] = _sse.blocks(_sse.body(self.n, protocol=PROTOCOL))
         return iter(found)
 
 
@@ -182,6 +184,8 @@ def consume(client: Any) -> int:
 
     if isinstance(client, openai.AsyncOpenAI):
         return asyncio.run(consume_async(client))
+    if PROTOCOL == "responses":
+        return consume_responses(client)
     stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
     seen = 0
     for chunk in stream:
@@ -192,7 +196,28 @@ def consume(client: Any) -> int:
     return seen
 
 
+def consume_responses(client: Any) -> int:
+    """The same for a Responses API stream: print-ish every text delta."""
+    stream = client.responses.create(model=MODEL, input=MESSAGES, stream=True)
+    seen = 0
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += len(event.delta)
+    return seen
+
+
+async def consume_responses_async(client: Any) -> int:
+    stream = await client.responses.create(model=MODEL, input=MESSAGES, stream=True)
+    seen = 0
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += len(event.delta)
+    return seen
+
+
 async def consume_async(client: Any) -> int:
+    if PROTOCOL == "responses":
+        return await consume_responses_async(client)
     stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
     seen = 0
     async for chunk in stream:
@@ -445,6 +470,7 @@ def main() -> None:
     p.add_argument("--variants", default="raw,all")
     p.add_argument("--transport", choices=["mock", "loopback"], default="mock")
     p.add_argument("--api", choices=["sync", "async"], default="sync")
+    p.add_argument("--protocol", choices=["chat", "responses"], default="chat")
     p.add_argument("--urls", default="")
     p.add_argument("--sizes", default="100,1100")
     p.add_argument("--n", type=int, default=100_000)
@@ -452,6 +478,8 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--tracemalloc", action="store_true")
     args = p.parse_args()
+    global PROTOCOL
+    PROTOCOL = args.protocol
     fn = {
         "cpu-callgrind": mode_callgrind,
         "cpu-wall": mode_wall,

@@ -37,7 +37,16 @@ sys.path.insert(0, str(HERE))
 
 import _cg  # noqa: E402
 
-BENCHMARKS = ("cpu", "peers", "memory", "scaling", "concurrency", "latency", "resume")
+BENCHMARKS = (
+    "cpu",
+    "peers",
+    "memory",
+    "scaling",
+    "concurrency",
+    "latency",
+    "resume",
+    "responses",
+)
 CPU_VARIANTS = (
     "raw",
     "raw2",
@@ -208,6 +217,7 @@ def callgrind(
     api: str = "sync",
     simulate: bool = False,
     layouts: int = 1,
+    protocol: str = "chat",
 ) -> dict[str, Any]:
     """Instructions per chunk: (I_long - I_short) / (N_long - N_short), one process.
 
@@ -223,6 +233,7 @@ def callgrind(
     if _cg.load() is None:
         raise SystemExit("bench: needs a C compiler and <valgrind/callgrind.h> (valgrind-dev)")
     tag = f"{variant.replace(':', '_').replace('+', 'p')}-{transport}-{api}-{sizes[0]}-{sizes[1]}"
+    tag += f"-{protocol}"
     if simulate:
         tag += "-sim"
     prefix = str(outdir / f"cg.{tag}.out")
@@ -238,6 +249,8 @@ def callgrind(
         f"{sizes[0]},{sizes[1]}",
         "--api",
         api,
+        "--protocol",
+        protocol,
     ]
     if urls:
         cmd += ["--urls", json.dumps(urls)]
@@ -437,6 +450,37 @@ def bench_cpu(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
         timeout=600,
     )
     out["profile"] = prof
+    return out
+
+
+def bench_responses(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
+    """Per-event cost of a Responses API stream (`responses.create(stream=True)`, one message
+    of text deltas) raw and with every capability on, next to the chat path's per-chunk cost
+    measured the same way in the same run: sync and async, in-process transport."""
+    sizes = (100, 300) if quick else (100, 600)
+    jobs = [
+        (
+            lambda protocol=protocol, api=api, v=v: callgrind(
+                python, v, "mock", sizes, None, tmp, api=api, layouts=LAYOUTS, protocol=protocol
+            )
+        )
+        for protocol in ("chat", "responses")
+        for api in ("sync", "async")
+        for v in ("raw", "all")
+    ]
+    log(f"responses: callgrind, {len(jobs)} measurements")
+    results = parallel(jobs)
+    out: dict[str, Any] = {"sizes": list(sizes), "callgrind": {}}
+    for n, (protocol, api) in enumerate(
+        (p, a) for p in ("chat", "responses") for a in ("sync", "async")
+    ):
+        raw, inst = results[2 * n], results[2 * n + 1]
+        out["callgrind"][f"{protocol}-{api}"] = {
+            "raw": raw["ir_per_chunk"],
+            "all": inst["ir_per_chunk"],
+            "ratio": inst["ir_per_chunk"] / raw["ir_per_chunk"],
+            "extra": inst["ir_per_chunk"] - raw["ir_per_chunk"],
+        }
     return out
 
 
@@ -980,6 +1024,20 @@ def report(meta: dict[str, Any]) -> str:
                 f"{o.get('p50', float('nan')):.1f} / {o.get('max', float('nan')):.1f} |"
             )
         w("")
+    rs = load("responses")
+    if rs and "callgrind" in rs:
+        w("### The Responses API: instructions per event, raw and all capabilities on\n")
+        w(stamp(rs))
+        w(
+            "| stream | raw SDK (Ir/event) | streamtap, all on (Ir/event) | extra | ratio |\n"
+            "|---|---|---|---|---|"
+        )
+        for key, r in rs["callgrind"].items():
+            w(
+                f"| {key} | {r['raw']:,.0f} | {r['all']:,.0f} | {r['extra']:+,.0f} | "
+                f"{r['ratio']:.3f} |"
+            )
+        w("")
     return "\n".join(L)
 
 
@@ -1034,6 +1092,7 @@ def main() -> None:
             "concurrency": bench_concurrency,
             "latency": bench_latency,
             "resume": bench_resume,
+            "responses": bench_responses,
         }
         with tempfile.TemporaryDirectory(prefix="streamtap-bench-") as tmp:
             for name in chosen:
