@@ -205,6 +205,31 @@ def test_held_text_goes_out_before_an_error_event(
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_error_the_sdk_raises_comes_after_the_held_text(
+    server: FakeServer, mode: str, events: Any
+) -> None:
+    """An error event with a nested `error` object: the SDK raises `APIError` for it (1.x to
+    3.x); the caller gets every character that arrived, then that very exception."""
+    pieces = message(["Hello wor"], end="")[:5]
+    nested = {"type": "error", "error": {"code": "server_error", "message": "boom"}}
+    raw = body([*pieces, nested])
+
+    def create(c: Any) -> Any:
+        return c.responses.create(model=MODEL, input="hi", stream=True)
+
+    server.enqueue(Reply(raw=raw))
+    ref_error = _error(server, mode, create, instrumented=False)
+    server.enqueue(Reply(raw=raw))
+    got: list[Any] = []
+    error = _error(server, mode, create, instrumented=True, into=got)
+    assert isinstance(ref_error, openai.APIError)
+    assert type(error) is type(ref_error) and str(error) == str(ref_error)
+    assert [d for t, _, d in got if t == "response.output_text.delta"] == ["Hello ", "wor"]
+    ev = events.one()
+    assert (ev["streamtap.outcome"], ev["error.type"]) == ("error", "openai.APIError")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_response_failed_is_delivered_after_the_held_text(
     server: FakeServer, mode: str, events: Any
 ) -> None:
