@@ -10,6 +10,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import streamtap
 from streamtap.testing import FakeServer, Fault, Reply
@@ -327,6 +329,74 @@ def test_async_hold_bound_releases_while_the_next_event_is_late(
     assert "".join(d for _, d in deltas) == "Hello world"
     numbers = [n for _, n, _ in got]
     assert numbers == sorted(numbers)
+
+
+_PIECES = st.lists(
+    st.text(alphabet=st.sampled_from("ab ,.\n\u00e9\u4e2d"), min_size=1, max_size=6),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(summary=_PIECES, answer=_PIECES, interleave=st.lists(st.booleans(), max_size=16))
+def test_any_split_and_interleaving_reaches_the_caller_whole(
+    server: FakeServer,
+    client: openai.OpenAI,
+    summary: list[str],
+    answer: list[str],
+    interleave: list[bool],
+) -> None:
+    """Property: deltas of a reasoning summary and of the answer, split anyhow and interleaved
+    anyhow (OpenRouter opens the message before the reasoning ends): per lane the caller gets
+    the server's text, every event the server sent in order, copies only before a non-delta
+    event or at the end, and sequence numbers that never go down."""
+    reasoning_item = {"id": "rs_1", "type": "reasoning", "summary": []}
+    rs = {"item_id": "rs_1", "output_index": 0, "summary_index": 0}
+    msg = {"item_id": "msg_1", "output_index": 1, "content_index": 0}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    deltas = ([("r", p) for p in summary], [("m", p) for p in answer])
+    order: list[tuple[str, str]] = []
+    r, m = list(deltas[0]), list(deltas[1])
+    for pick in interleave:
+        source = r if pick else m
+        if source:
+            order.append(source.pop(0))
+    order += r + m
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": RESP},
+        {"type": "response.output_item.added", "output_index": 0, "item": reasoning_item},
+        {"type": "response.output_item.added", "output_index": 1, "item": item},
+        {"type": "response.content_part.added", **msg, "part": part},
+    ]
+    for lane, text in order:
+        kind = "reasoning_summary_text" if lane == "r" else "output_text"
+        events.append({"type": f"response.{kind}.delta", **(rs if lane == "r" else msg),
+                       "delta": text})  # fmt: skip
+    events.append({"type": "response.output_text.done", **msg, "text": "".join(answer)})
+    events.append({"type": "response.reasoning_summary_text.done", **rs, "text": "".join(summary)})
+    server.enqueue(Reply(raw=body(events)))
+    got = [e.model_dump() for e in client.responses.create(model=MODEL, input="hi", stream=True)]
+    sent = [{"sequence_number": n, **e} for n, e in enumerate(events)]
+    texts: dict[str, str] = {}
+    j = 0
+    for n, e in enumerate(got):
+        key = e["type"]
+        if key.endswith(".delta"):
+            texts[key] = texts.get(key, "") + e["delta"]
+        if j < len(sent) and e["sequence_number"] == sent[j]["sequence_number"]:
+            assert e["type"] == sent[j]["type"]
+            j += 1
+        else:  # a copy: right before a non-delta event (or the end), numbered like the one before
+            assert key.endswith(".delta") and e["delta"]
+            assert j == len(sent) or not sent[j]["type"].endswith(".delta")
+            assert e["sequence_number"] == got[n - 1]["sequence_number"]
+    assert j == len(sent)
+    assert texts.get("response.output_text.delta", "") == "".join(answer)
+    assert texts.get("response.reasoning_summary_text.delta", "") == "".join(summary)
 
 
 # -- entry points -------------------------------------------------------------------------------
