@@ -47,14 +47,16 @@ class ResponsesAdapter:
     """One stream's adapter (`adapter.Adapter`): lanes by (event type, output item, part), and
     what a released copy is made from."""
 
-    __slots__ = ("items", "lanes", "last", "next_last", "templates")
+    __slots__ = ("items", "lanes", "last", "next_last", "templates", "texted")
 
     def __init__(self) -> None:
         self.lanes: dict[tuple[str, Any, Any], Lane] = {}
-        self.templates: dict[Lane, Any] = {}  # each lane's latest delta event
+        # Each lane's latest delta event that left text held (what a copy is made from).
+        self.templates: dict[Lane, Any] = {}
         self.items: dict[Any, Any] = {}  # output index -> the item's id (a replay keeps them)
         self.last: Any = None  # the latest event delivered (its sequence number goes on copies)
         self.next_last: Any = None  # the event that becomes `last` once held text went out
+        self.texted = False  # some text went through the machine (the first token is timed)
 
     def process_chunk(self, state: StreamState, event: Any, now: float, hide_usage: bool) -> int:
         """Feed one event to the machine and rewrite its delta in place."""
@@ -76,14 +78,17 @@ class ResponsesAdapter:
         self.last = event
         text = d.get("delta")
         if type(text) is str and text:
-            if state.timing.first_token is not None:
+            if self.texted:
                 out = fast_text(state, lane, text, now)
             else:
                 machine.chunk(state, now)
                 out = machine.text(state, lane, text, now)
+                self.texted = True
             if out is not text:
                 d["delta"] = out
-            self.templates[lane] = event
+                # (Text held after this event means it changed: an event passed through whole
+                # leaves nothing held, and needs no copy.)
+                self.templates[lane] = event
             logprobs = d.get("logprobs")
             if logprobs:  # the server's own tokens, one entry each: an exact count
                 machine.exact_tokens(state, len(logprobs))
