@@ -47,7 +47,19 @@ class ResponsesAdapter:
     """One stream's adapter (`adapter.Adapter`): lanes by (event type, output item, part), and
     what a released copy is made from."""
 
-    __slots__ = ("items", "lanes", "last", "next_last", "templates", "texted")
+    __slots__ = (
+        "hot_field",
+        "hot_index",
+        "hot_item",
+        "hot_kind",
+        "hot_lane",
+        "items",
+        "lanes",
+        "last",
+        "next_last",
+        "templates",
+        "texted",
+    )
 
     def __init__(self) -> None:
         self.lanes: dict[tuple[str, Any, Any], Lane] = {}
@@ -57,6 +69,13 @@ class ResponsesAdapter:
         self.last: Any = None  # the latest event delivered (its sequence number goes on copies)
         self.next_last: Any = None  # the event that becomes `last` once held text went out
         self.texted = False  # some text went through the machine (the first token is timed)
+        # The lane of the latest text delta: nearly every event is the next delta of the same
+        # lane, told apart by three comparisons (no hashing of the fresh type string, no key).
+        self.hot_kind: str | None = None
+        self.hot_item: int = -1
+        self.hot_field = ""
+        self.hot_index: Any = None
+        self.hot_lane: Any = None  # (a Lane whenever hot_kind is set)
 
     def process_chunk(self, state: StreamState, event: Any, now: float, hide_usage: bool) -> int:
         """Feed one event to the machine and rewrite its delta in place."""
@@ -65,16 +84,17 @@ class ResponsesAdapter:
             kind = d["type"]
         except (AttributeError, KeyError):  # not an SDK event model: pass it on
             return DELIVER
-        buffered = _BUFFERED.get(kind)
-        if buffered is None:
-            return self._other(state, event, d, kind, now)
-        item = d.get("output_index")
-        if item is None:
-            item = d.get("item_id")
-        key = (kind, item, d.get(buffered[0]))
-        lane = self.lanes.get(key)
-        if lane is None:
-            lane = self._new_lane(state, key, buffered[1])
+        if (
+            kind == self.hot_kind
+            and d.get("output_index") == self.hot_item
+            and d.get(self.hot_field) == self.hot_index
+        ):
+            lane = self.hot_lane
+        else:
+            buffered = _BUFFERED.get(kind)
+            if buffered is None:
+                return self._other(state, event, d, kind, now)
+            lane = self._lane(state, d, kind, buffered)
         self.last = event
         text = d.get("delta")
         if type(text) is str and text:
@@ -96,9 +116,23 @@ class ResponsesAdapter:
             machine.chunk(state, now)
         return DELIVER
 
-    def _new_lane(self, state: StreamState, key: tuple[str, Any, Any], channel: int) -> Lane:
-        lane = state.lane(0, channel, "delta", key=lane_key(len(self.lanes), channel))
-        self.lanes[key] = lane
+    def _lane(
+        self, state: StreamState, d: dict[str, Any], kind: str, buffered: tuple[str, int]
+    ) -> Lane:
+        """The lane of a text delta (made on first use), remembered as the hot one."""
+        field, channel = buffered
+        item = d.get("output_index")
+        index = d.get(field)
+        key = (kind, item if item is not None else d.get("item_id"), index)
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = state.lane(0, channel, "delta", key=lane_key(len(self.lanes), channel))
+            self.lanes[key] = lane
+        if type(item) is int:  # (no output_index: an item_id key, found the long way)
+            self.hot_kind, self.hot_item, self.hot_field = kind, item, field
+            self.hot_index, self.hot_lane = index, lane
+        else:
+            self.hot_kind = None
         return lane
 
     def _other(
