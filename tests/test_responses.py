@@ -256,8 +256,8 @@ def test_response_failed_is_delivered_after_the_held_text(
 def test_a_cut_surfaces_as_the_sdk_exception_after_the_held_text(
     server: FakeServer, mode: str, events: Any
 ) -> None:
-    """Resuming a Responses stream is not done yet: a dropped connection raises what the raw
-    SDK raises, after every character that arrived; no second request is sent."""
+    """With resume off, a dropped connection raises what the raw SDK raises, after every
+    character that arrived; no second request is sent."""
     raw = body(message(["Hello wor", "ld, and more"]))
 
     def create(c: Any) -> Any:
@@ -378,6 +378,7 @@ def test_any_split_and_interleaving_reaches_the_caller_whole(
                        "delta": text})  # fmt: skip
     events.append({"type": "response.output_text.done", **msg, "text": "".join(answer)})
     events.append({"type": "response.reasoning_summary_text.done", **rs, "text": "".join(summary)})
+    events.append({"type": "response.completed", "response": {**RESP, "status": "completed"}})
     server.enqueue(Reply(raw=body(events)))
     got = [e.model_dump() for e in client.responses.create(model=MODEL, input="hi", stream=True)]
     sent = [{"sequence_number": n, **e} for n, e in enumerate(events)]
@@ -491,9 +492,11 @@ def test_a_plain_create_is_logged_like_a_chat_completion(
 
 
 def _read(server: FakeServer, mode: str, create: Any) -> list[tuple[str, Any, Any]]:
+    """Read a stream instrumented with resume off: these tests check what a caller sees of an
+    in-band failure that is not resumed (resuming is docs/resume.md's and its tests')."""
     if mode == "sync":
         c = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
-        streamtap.instrument(c, hold_max_seconds=30)
+        streamtap.instrument(c, hold_max_seconds=30, retry=False)
         try:
             return seen(create(c))
         finally:
@@ -501,7 +504,7 @@ def _read(server: FakeServer, mode: str, create: Any) -> list[tuple[str, Any, An
 
     async def main() -> list[tuple[str, Any, Any]]:
         c = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
-        streamtap.instrument(c, hold_max_seconds=30)
+        streamtap.instrument(c, hold_max_seconds=30, retry=False)
         out = []
         async for e in await create(c):
             out.append((e.type, getattr(e, "sequence_number", None), getattr(e, "delta", None)))
@@ -524,7 +527,7 @@ def _error(
     def sync() -> BaseException:
         c = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
         if instrumented:
-            streamtap.instrument(c, hold_max_seconds=30)
+            streamtap.instrument(c, hold_max_seconds=30, retry=False)
         try:
             for e in create(c):
                 into.append((e.type, e.sequence_number, getattr(e, "delta", None)))
@@ -537,7 +540,7 @@ def _error(
     async def main() -> BaseException:
         c = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
         if instrumented:
-            streamtap.instrument(c, hold_max_seconds=30)
+            streamtap.instrument(c, hold_max_seconds=30, retry=False)
         try:
             async for e in await create(c):
                 into.append((e.type, e.sequence_number, getattr(e, "delta", None)))
