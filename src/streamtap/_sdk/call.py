@@ -151,7 +151,6 @@ class Call:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""
         if (
             self.resolved.options.fast_decode
-            and self.api != RESPONSES  # (chat only for now: docs/fast-decode.md)
             and isinstance(result, (openai.Stream, openai.AsyncStream))
         ):
             fast_decode.install_quietly(result)

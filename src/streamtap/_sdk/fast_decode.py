@@ -72,12 +72,17 @@ def decoder(cast_to: Any) -> Validate | None:
 
 def prepare() -> None:
     """At `instrument(fast_decode=True)`: say now if the option cannot work here, and build the
-    chat chunk decoder off the first stream's path."""
+    chat chunk and Responses event decoders off the first stream's path."""
     if _unavailable():
         return
     from openai.types.chat import ChatCompletionChunk
 
     decoder(ChatCompletionChunk)
+    try:
+        from openai.types.responses import ResponseStreamEvent
+    except ImportError:  # an openai 1.x without the Responses API
+        return
+    decoder(ResponseStreamEvent)
 
 
 def _unavailable() -> bool:
@@ -263,7 +268,7 @@ class _Mirror:
             adapter = TypeAdapter(original or type_)
             if getattr(adapter, "_config", None) is not None:
                 raise Unsupported(f"a TypeAdapter with a config for {type_!r}")
-            return adapter.core_schema
+            return _tagged_by_type(adapter.core_schema, args, m) or adapter.core_schema
         if origin == dict:  # noqa: E721  (construct_type compares with ==)
             if len(args) != 2:
                 raise Unsupported("a bare Dict")
@@ -380,6 +385,56 @@ class _Mirror:
             fields = self.m.get_model_fields(cast_to)
             yield {name: None for name in fields}
             yield {**{name: None for name in fields}, "streamtap_probe": [1, {"a": 2.0}]}
+
+
+def _tagged_by_type(schema: Any, members: tuple[Any, ...], m: Any) -> Any:
+    """pydantic's schema for a union of models told apart by a `type: Literal[...]` field (the
+    Responses API's events), as a union tagged by that field: one member tried instead of ~60.
+
+    The same result wherever it succeeds: pydantic's smart union returns the one member that
+    validates, and a member whose `type` Literal does not hold the value cannot validate; so
+    the tag's member is that one, validated by the same schema. Where the tag is unknown or
+    its member refuses the value, both fail and the SDK decodes the event itself (for an
+    unknown `type`, `construct_type` builds the first member). None where a member has no
+    such field (read under its own name), or two members share a tag."""
+    from pydantic_core import core_schema
+
+    union = schema["schema"] if schema.get("type") == "definitions" else schema
+    if union.get("type") != "union" or set(union) - {"type", "choices", "metadata"}:
+        return None
+    choices = [c[0] if isinstance(c, tuple) else c for c in union["choices"]]
+    if len(choices) != len(members):
+        return None
+    tagged: dict[str, Any] = {}
+    for member, choice in zip(members, choices):
+        tags = _type_tags(member, m)
+        if not tags or any(tag in tagged for tag in tags):
+            return None
+        for i, tag in enumerate(tags):
+            # (a schema with a ref appears once; the member's other tags refer to it)
+            ref = choice.get("ref") if i else None
+            tagged[tag] = core_schema.definition_reference_schema(ref) if ref else choice
+    by_type = core_schema.tagged_union_schema(tagged, discriminator="type")
+    if union is schema:
+        return by_type
+    return {**schema, "schema": by_type}
+
+
+def _type_tags(member: Any, m: Any) -> tuple[str, ...]:
+    """The values a model member's `type` field takes (its Literal), or () if not so."""
+    if not (_isclass(member) and issubclass(member, m.BaseModel)):
+        return ()
+    field = m.get_model_fields(member).get("type")
+    if field is None or field.alias not in (None, "type"):
+        return ()
+    if getattr(field, "validation_alias", None) not in (None, "type"):
+        return ()
+    if not m.is_literal_type(field.annotation):
+        return ()
+    tags = m.get_args(field.annotation)
+    if not all(type(tag) is str for tag in tags):
+        return ()
+    return tuple(tags)
 
 
 def _isclass(obj: Any) -> bool:

@@ -360,8 +360,8 @@ class Resumer:
                 continue
             splice = self.protocol.splice(run.state, strategy)
             run.attempt_started()
-            if self.options.fast_decode and isinstance(self.protocol, ChatResume):
-                fast_decode.install_quietly(stream)  # (chat only for now: docs/fast-decode.md)
+            if self.options.fast_decode:
+                fast_decode.install_quietly(stream)
             return Source(stream, splice)
 
     def recover_sync(self, run: Run, exc: BaseException) -> Source | None:
