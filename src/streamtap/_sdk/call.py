@@ -149,9 +149,8 @@ class Call:
 
     def adopt(self, result: Any, create: Any, args: Any) -> Any:
         """Wrap what the SDK returned so the caller gets an instrumented equivalent."""
-        if (
-            self.resolved.options.fast_decode
-            and isinstance(result, (openai.Stream, openai.AsyncStream))
+        if self.resolved.options.fast_decode and isinstance(
+            result, (openai.Stream, openai.AsyncStream)
         ):
             fast_decode.install_quietly(result)
         if isinstance(result, openai.Stream):
