@@ -17,6 +17,9 @@ but the decoding of a well-formed item stays the SDK's code: exceptions, closing
   pydantic 2), `__pydantic_extra__` with the extra keys' raw values;
 - a union (`Optional[X]` included): the SDK validates these with pydantic (`validate_type`, lax
   mode, Python input) before anything else, so the mirror embeds that very TypeAdapter schema;
+  a union of models each with its own `type: Literal[...]` (the Responses API's events) as a
+  union tagged by `type`, which gives the smart union's result wherever it succeeds
+  (`_tagged_by_type`);
 - `List[X]`, `Dict[str, X]`: the same containers of mirrored items;
 - any other type: the raw value (the same object), where `construct_type` returns it unchanged
   for every kind of JSON value (probed once per type); else `construct_type` itself is called
