@@ -9,10 +9,13 @@ back into items the caller gets. The drivers never look inside an item.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .._core.resume import Send
 from .._core.state import Lane, StreamState
+from .._errors import internal_error
+from .._exceptions import Diverged
 
 # What `process_chunk` tells the driver to do with the item it was given. RELEASE: deliver the
 # held text first (`flush_chunks(state, item)`: items of its own), then the item, which must not
@@ -91,3 +94,36 @@ class ResumeAdapter(Protocol):
     def splice(self, state: StreamState, strategy: str) -> Splicer:
         """What the next attempt's items pass through (made before the held text is dropped)."""
         ...
+
+
+# -- what the adapters share ------------------------------------------------------------------
+
+
+def flat_usage(
+    usage: Mapping[str, Any], totals: tuple[tuple[str, str], ...], cached_in: str, reasoning_in: str
+) -> dict[str, int]:
+    """A protocol's usage in the flat names the summary reads (chat completions' own): `totals`
+    maps the protocol's counts to them; cached and reasoning tokens come from its two details
+    objects (`cached_in`, `reasoning_in`)."""
+    out: dict[str, int] = {}
+    for src, dst in totals:
+        v = usage.get(src)
+        if isinstance(v, int):
+            out[dst] = v
+    for details, key in ((cached_in, "cached_tokens"), (reasoning_in, "reasoning_tokens")):
+        d = usage.get(details)
+        if isinstance(d, dict) and isinstance(d.get(key), int):
+            out[key] = d[key]
+    return out
+
+
+def checked_splice(splice: Callable[[Any], list[Any]], item: Any, state: StreamState) -> list[Any]:
+    """`splice(item)`; a failure of streamtap's own is reported (raised in strict mode) and then
+    treated as a divergence: text that could not be checked is never delivered."""
+    try:
+        return splice(item)
+    except Diverged:
+        raise
+    except Exception as err:
+        internal_error("splicing a resumed attempt", err, state.internal_errors)
+        raise Diverged("the resumed attempt could not be checked") from err

@@ -19,7 +19,7 @@ from typing import Any
 from .._core import machine
 from .._core.machine import fast_text
 from .._core.state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
-from .adapter import DELIVER, ERROR, SKIP
+from .adapter import DELIVER, ERROR, SKIP, flat_usage
 from .pydantic_compat import PYDANTIC_V1, copy_model, dump, extras, fields_set, set_extra
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -212,19 +212,12 @@ def _groq_usage(extra: dict[str, Any]) -> Any:
 
 def usage_dict(usage: Any) -> dict[str, int]:
     """Normalise usage (SDK model or plain dict) to flat ints."""
-    usage = dump(usage)
-    out: dict[str, int] = {}
-    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        v = usage.get(key)
-        if isinstance(v, int):
-            out[key] = v
-    ptd = usage.get("prompt_tokens_details")
-    if isinstance(ptd, dict) and isinstance(ptd.get("cached_tokens"), int):
-        out["cached_tokens"] = ptd["cached_tokens"]
-    ctd = usage.get("completion_tokens_details")
-    if isinstance(ctd, dict) and isinstance(ctd.get("reasoning_tokens"), int):
-        out["reasoning_tokens"] = ctd["reasoning_tokens"]
-    return out
+    return flat_usage(
+        dump(usage), _USAGE_TOTALS, "prompt_tokens_details", "completion_tokens_details"
+    )
+
+
+_USAGE_TOTALS = tuple((k, k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
 
 
 def flush_chunks(

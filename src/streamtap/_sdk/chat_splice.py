@@ -11,8 +11,8 @@ from typing import Any
 
 from .._core import resume as _resume
 from .._core.state import CONTENT, REASONING, REFUSAL, StreamState, key_index, lane_key
-from .._errors import internal_error
 from .._exceptions import Diverged
+from .adapter import checked_splice
 from .chat import usage_dict
 from .pydantic_compat import extra_store, extras
 
@@ -106,15 +106,8 @@ class Splice:
         return out
 
     def checked(self, chunk: Any) -> list[Any]:
-        """`self(chunk)`; a failure of streamtap's own is reported (raised in strict mode) and
-        then treated as a divergence: text that could not be checked is never delivered."""
-        try:
-            return self(chunk)
-        except Diverged:
-            raise
-        except Exception as err:
-            internal_error("splicing a resumed attempt", err, self.state.internal_errors)
-            raise Diverged("the resumed attempt could not be checked") from err
+        """`self(chunk)`, a failure of streamtap's own taken for a divergence (`checked_splice`)."""
+        return checked_splice(self, chunk, self.state)
 
     def _skip(self, chunk: Any) -> None:
         """Replay: drop the text the caller has, after checking it is the same text."""

@@ -29,7 +29,7 @@ from typing import Any
 from .._core import machine
 from .._core.machine import fast_text
 from .._core.state import CONTENT, REASONING, REFUSAL, SUMMARY, Lane, StreamState, lane_key
-from .adapter import DELIVER, ERROR, RELEASE
+from .adapter import DELIVER, ERROR, RELEASE, flat_usage
 from .pydantic_compat import copy_model, dump, extras
 
 # The buffered delta events: type -> (the field naming the part within the item, channel).
@@ -262,23 +262,14 @@ def _record_response(state: StreamState, response: Any, kind: str) -> None:
 
 def usage_dict(usage: Any) -> dict[str, int]:
     """Responses usage in the flat names the summary reads (those of chat completions)."""
-    u = dump(usage)
-    out: dict[str, int] = {}
-    for src, dst in (
-        ("input_tokens", "prompt_tokens"),
-        ("output_tokens", "completion_tokens"),
-        ("total_tokens", "total_tokens"),
-    ):
-        v = u.get(src)
-        if isinstance(v, int):
-            out[dst] = v
-    itd = u.get("input_tokens_details")
-    if isinstance(itd, dict) and isinstance(itd.get("cached_tokens"), int):
-        out["cached_tokens"] = itd["cached_tokens"]
-    otd = u.get("output_tokens_details")
-    if isinstance(otd, dict) and isinstance(otd.get("reasoning_tokens"), int):
-        out["reasoning_tokens"] = otd["reasoning_tokens"]
-    return out
+    return flat_usage(dump(usage), _USAGE_TOTALS, "input_tokens_details", "output_tokens_details")
+
+
+_USAGE_TOTALS = (
+    ("input_tokens", "prompt_tokens"),
+    ("output_tokens", "completion_tokens"),
+    ("total_tokens", "total_tokens"),
+)
 
 
 def record_response(state: StreamState, response: Any) -> None:

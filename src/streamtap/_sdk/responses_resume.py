@@ -21,8 +21,8 @@ from typing import Any
 
 from .._core.resume import Send
 from .._core.state import StreamState
-from .._errors import internal_error
 from .._exceptions import Diverged
+from .adapter import checked_splice
 from .responses import _BUFFERED, TERMINAL, ResponsesAdapter
 
 REATTACH = "reattach"
@@ -204,15 +204,8 @@ class ResponsesSplice:
         self.pos = dict.fromkeys(self.prefix, 0)
 
     def checked(self, event: Any) -> list[Any]:
-        """`self(event)`; a failure of streamtap's own is reported (raised in strict mode) and
-        then treated as a divergence: text that could not be checked is never delivered."""
-        try:
-            return self(event)
-        except Diverged:
-            raise
-        except Exception as err:
-            internal_error("splicing a resumed attempt", err, self.state.internal_errors)
-            raise Diverged("the resumed attempt could not be checked") from err
+        """`self(event)`, a failure of streamtap's own taken for a divergence (`checked_splice`)."""
+        return checked_splice(self, event, self.state)
 
     def __call__(self, event: Any) -> list[Any]:
         d = event.__dict__
