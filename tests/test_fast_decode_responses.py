@@ -36,7 +36,9 @@ if not hasattr(openai.OpenAI, "responses"):  # before openai 1.66
 
 from test_fast_decode import (
     FELL_BACK,
+    _decoded_fast,
     assert_same,
+    assert_same_error,
     check_agrees,
     decode_both,
     recorded_events,
@@ -273,21 +275,10 @@ def read(
     return seen
 
 
-def assert_same_error(a: BaseException | None, b: BaseException | None) -> None:
-    assert type(a) is type(b), (a, b)
-    if a is not None:
-        assert str(a) == str(b)
-        assert getattr(a, "body", None) == getattr(b, "body", None)
-
-
 def assert_same_events(got: list[Any], want: list[Any]) -> None:
     assert len(got) == len(want), (len(got), len(want))
     for i, (g, w) in enumerate(zip(got, want)):
         assert_same(g, w, f"event {i}")
-
-
-def _decoded_fast(seen: Seen) -> bool:
-    return type(seen.decoding).__name__ == "_DecodingClient"
 
 
 def _serve(clients: Clients, record: dict[str, Any]) -> None:
