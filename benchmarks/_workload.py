@@ -19,6 +19,7 @@ import asyncio
 import gc
 import importlib
 import json
+import operator
 import random
 import resource
 import statistics
@@ -248,7 +249,7 @@ def _clients_for(args: argparse.Namespace, sizes: list[int], lazy: bool = False)
     )
 
 
-def virtual_clock() -> None:
+def virtual_clock() -> Any:
     """Give streamtap a deterministic clock, as fast as chunks arrive natively.
 
     Under callgrind the process runs some 50 times slower, so the word buffer's time bound
@@ -258,18 +259,31 @@ def virtual_clock() -> None:
     gaps (log-normal around 20 µs, several powers of two wide, so the gap histogram does real
     work), so the code that runs is the code that runs at full speed, and every run is the
     same. `iter(list).__next__` is a C call, like `perf_counter`.
+
+    It goes where streamtap reads its clock, `runtime.clock` (the test seam). Returns the
+    iterator, so the caller can check it was read: a clock set where nothing reads it measured
+    the real clock's random hold releases for a whole release (see README, 2026-12-02, third
+    session). None for the raw SDK.
     """
     if "streamtap" not in sys.modules:
-        return
+        return None
     rng = random.Random(20)
     t = 1000.0
     times = []
     for _ in range(200_000):
         t += rng.lognormvariate(-10.8, 1.0)  # e**-10.8 s: 20 µs
         times.append(t)
-    clock = iter(times).__next__
-    for name in ("streamtap._sdk.proxy", "streamtap._sdk.patch", "streamtap._sdk.recover"):
-        sys.modules[name]._clock = clock  # type: ignore[attr-defined]
+    ticks = iter(times)
+    from streamtap._runtime import runtime
+
+    runtime.clock = ticks.__next__
+    return ticks
+
+
+def check_clock_read(ticks: Any) -> None:
+    """Fail the measurement if streamtap never read the virtual clock (it reads elsewhere)."""
+    if ticks is not None and operator.length_hint(ticks) == 200_000:
+        raise SystemExit("bench: streamtap never read the virtual clock; see virtual_clock()")
 
 
 def mode_callgrind(args: argparse.Namespace) -> dict[str, Any]:
@@ -278,7 +292,7 @@ def mode_callgrind(args: argparse.Namespace) -> dict[str, Any]:
     short, long = (int(x) for x in args.sizes.split(","))
     clients = _clients_for(args, [short, long])
     wrapped = apply(args.variant, clients.all())
-    virtual_clock()
+    ticks = virtual_clock()
 
     def client_for(n: int) -> Any:
         return clients.pick(n, wrapped)
@@ -287,6 +301,7 @@ def mode_callgrind(args: argparse.Namespace) -> dict[str, Any]:
     # model building, tiktoken encodings, connection set-up.
     check(clients, short, client_for(short))
     check(clients, long, client_for(long))
+    check_clock_read(ticks)
     gc.collect()
     # Everything the warm-up left is moved out of the collector's reach: the collections that
     # run while measuring then scan what the streams allocate, not the whole process heap

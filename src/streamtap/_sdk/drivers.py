@@ -303,31 +303,44 @@ class ReadAhead:
         buf = self.buf
         watched = run.watched
         clock = run.state.clock
-        while True:
-            if watched:
-                run.reading = True
-            try:
-                item: tuple[Any, Any] = (await src.__anext__(), clock())
-            except StopAsyncIteration:
-                item = (_END, None)
-            except asyncio.CancelledError:
-                raise  # the caller closed the stream or was cancelled: nothing to deliver
-            except BaseException as exc:
-                item = (_ERROR, exc)
-            finally:
+        # For the watchdog the pump is reading all the time but while it waits for room: between
+        # two reads it runs for microseconds without awaiting anything (no flag flip per chunk).
+        run.reading = watched
+        try:
+            while True:
+                try:
+                    item = (await src.__anext__(), clock())
+                except StopAsyncIteration:
+                    return self._put((_END, None))
+                except asyncio.CancelledError:
+                    raise  # the caller closed the stream or was cancelled: nothing to deliver
+                except BaseException as exc:
+                    return self._put((_ERROR, exc))
+                buf.append(item)
+                if self.waiter is not None:
+                    self._wake_caller()
                 if watched:
+                    run.reads += 1
+                if len(buf) >= self.LIMIT:
                     run.reading = False
-            buf.append(item)
-            waiter = self.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-            if item[0] is _END or item[0] is _ERROR:
-                return
-            if watched:
-                run.reads += 1
-            if len(buf) >= self.LIMIT:
-                room = self.room = self.loop.create_future()
-                await room
+                    room = self.room = self.loop.create_future()
+                    await room
+                    run.reading = watched
+        finally:
+            run.reading = False
+
+    def _put(self, item: tuple[Any, Any]) -> None:
+        """Add the last item (the end, or the read's error) and wake the caller."""
+        self.buf.append(item)
+        self._wake_caller()
+
+    def _wake_caller(self) -> None:
+        """The caller waits for the next item: wake it, once (the next items find no waiter
+        while it has not run yet)."""
+        waiter = self.waiter
+        self.waiter = None
+        if waiter is not None:
+            _wake(waiter)
 
     async def get(self, state: StreamState) -> tuple[Any, Any] | None:
         """The next (chunk, arrival time); None when the hold deadline passed first."""
