@@ -29,7 +29,7 @@ chunks (`streamtap.gap.mean`). Its distribution is over streams, not over chunks
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -78,35 +78,39 @@ class OTelMetrics:
         except ImportError as exc:
             raise ImportError(_INSTALL_HINT) from exc
         meter = metrics.get_meter("streamtap", _version(), meter_provider=meter_provider)
-        self._duration: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+
+        def histogram(
+            name: str, unit: str, description: str, buckets: Sequence[float]
+        ) -> Histogram:
+            return meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=buckets,
+            )
+
+        self._duration = histogram(
+            "gen_ai.client.operation.duration", "s", "GenAI operation duration.", DURATION_BUCKETS
         )
-        self._tokens: Histogram = meter.create_histogram(
+        self._tokens = histogram(
             "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            "{token}",
+            "Number of input and output tokens used.",
+            TOKEN_BUCKETS,
         )
-        self._ttfc: Histogram = meter.create_histogram(
+        self._ttfc = histogram(
             "gen_ai.client.operation.time_to_first_chunk",
-            unit="s",
-            description=(
-                "Time to receive the first chunk, measured from when the client issues the "
-                "generation request to when the first chunk is received in the response stream."
-            ),
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "s",
+            "Time to receive the first chunk, measured from when the client issues the "
+            "generation request to when the first chunk is received in the response stream.",
+            DURATION_BUCKETS,
         )
-        self._tpoc: Histogram = meter.create_histogram(
+        self._tpoc = histogram(
             "gen_ai.client.operation.time_per_output_chunk",
-            unit="s",
-            description=(
-                "Time per output chunk: streamtap records each stream's mean time between "
-                "consecutive chunks."
-            ),
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "s",
+            "Time per output chunk: streamtap records each stream's mean time between "
+            "consecutive chunks.",
+            DURATION_BUCKETS,
         )
 
     def __call__(self, summary: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .._core.resume import Send
-from .._core.state import Lane, StreamState
+from .._core.state import StreamState
 from .._errors import internal_error
 from .._exceptions import Diverged
 
@@ -30,14 +30,9 @@ class Adapter(Protocol):
         (held text goes out first, in items of its own)."""
         ...
 
-    def flush_chunks(
-        self,
-        state: StreamState,
-        last_chunk: Any,
-        now: float | None = None,
-        lanes: list[Lane] | None = None,
-    ) -> list[Any]:
-        """Items carrying held text: all of it (`now` None) or what is due by `now`."""
+    def flush_chunks(self, state: StreamState, item: Any, now: float | None = None) -> list[Any]:
+        """Items carrying held text: all of it (`now` None) or what is due by `now`; `item` is
+        the last item read, which they are modelled on (None: none yet)."""
         ...
 
     def salvage(self, state: StreamState, chunk: Any) -> list[Any]:

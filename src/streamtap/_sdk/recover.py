@@ -472,18 +472,24 @@ def _is_marker(name: object) -> bool:
     return isinstance(name, str) and name.lower() in _SDK_MARKERS
 
 
-def _retrying_sync(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
-    # One quick retry of the follow-up request itself on a connection error before any
-    # response (the SDK's own max_retries covers status codes); the shared Budget governs the rest.
+def _quick_retry() -> dict[str, Any]:
+    """One quick retry of the follow-up request itself on a connection error before any
+    response (the SDK's own max_retries covers status codes); the shared Budget governs the
+    rest. Both loops below use it, each with its own sleep."""
     import tenacity  # resumes are rare: not at import
 
-    for attempt in tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(2),
-        wait=tenacity.wait_random(0.01, 0.05),
-        retry=tenacity.retry_if_exception_type(openai.APIConnectionError),
-        reraise=True,
-        sleep=runtime.sleep,
-    ):
+    return {
+        "stop": tenacity.stop_after_attempt(2),
+        "wait": tenacity.wait_random(0.01, 0.05),
+        "retry": tenacity.retry_if_exception_type(openai.APIConnectionError),
+        "reraise": True,
+    }
+
+
+def _retrying_sync(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    import tenacity
+
+    for attempt in tenacity.Retrying(sleep=runtime.sleep, **_quick_retry()):
         with attempt:
             return create(*args, **kwargs)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -492,13 +498,7 @@ def _retrying_sync(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
 async def _retrying_async(create: Any, args: Any, kwargs: dict[str, Any]) -> Any:
     import tenacity
 
-    async for attempt in tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(2),
-        wait=tenacity.wait_random(0.01, 0.05),
-        retry=tenacity.retry_if_exception_type(openai.APIConnectionError),
-        reraise=True,
-        sleep=runtime.async_sleep,
-    ):
+    async for attempt in tenacity.AsyncRetrying(sleep=runtime.async_sleep, **_quick_retry()):
         with attempt:
             return await create(*args, **kwargs)
     raise AssertionError("unreachable")  # pragma: no cover

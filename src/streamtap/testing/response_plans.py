@@ -78,10 +78,26 @@ def responses_plan(
     plan = fault_plan(fault, request_id) or _scripted_plan(reply, request_id)
     if plan is not None:
         return plan
-    plan = _composed_plan(reply, body, number, request_id, composer, store)
-    if plan.framing == "chunked" and fault is not None:
-        plan.events = apply_fault(plan.events, fault)
-    return plan
+    content = composer.compose(reply, chat_body(body), number)
+    meta = ResponseMeta.of(reply, body, number)
+    objects = stream_objects(reply, meta, content)
+    final = dict(objects[-1]["response"])
+    store.put(meta.id, StoredResponse(tuple(objects), final, meta.background))
+    if body.get("stream") is True:
+        plan = sse_plan(reply, request_id, [_event(o) for o in objects])
+        if fault is not None:
+            plan.events = apply_fault(plan.events, fault)
+        return plan
+    if meta.background:  # answered at once; the answer is generated "in the background"
+        answer = response_object(meta, content, "queued")
+    else:
+        answer = response_object(
+            meta, content, final_status(content), final["output"], responses_usage(content)
+        )
+    json_headers = [("content-type", "application/json"), ("x-request-id", request_id)]
+    return _Plan(
+        reply.status, _merge_headers(json_headers, reply.headers), [_dumps(answer)], "length", True
+    )
 
 
 def _scripted_plan(reply: Reply, request_id: str) -> _Plan | None:
@@ -97,33 +113,6 @@ def _scripted_plan(reply: Reply, request_id: str) -> _Plan | None:
     if reply.fault is not None:
         plan.events = apply_fault(plan.events, reply.fault)
     return plan
-
-
-def _composed_plan(
-    reply: Reply,
-    body: dict[str, Any],
-    number: int,
-    request_id: str,
-    composer: Composer,
-    store: ResponseStore,
-) -> _Plan:
-    content = composer.compose(reply, chat_body(body), number)
-    meta = ResponseMeta.of(reply, body, number)
-    objects = stream_objects(reply, meta, content)
-    final = dict(objects[-1]["response"])
-    store.put(meta.id, StoredResponse(tuple(objects), final, meta.background))
-    if body.get("stream") is True:
-        return sse_plan(reply, request_id, [_event(o) for o in objects])
-    if meta.background:  # answered at once; the answer is generated "in the background"
-        answer = response_object(meta, content, "queued")
-    else:
-        answer = response_object(
-            meta, content, final_status(content), final["output"], responses_usage(content)
-        )
-    json_headers = [("content-type", "application/json"), ("x-request-id", request_id)]
-    return _Plan(
-        reply.status, _merge_headers(json_headers, reply.headers), [_dumps(answer)], "length", True
-    )
 
 
 def retrieve_plan(

@@ -58,9 +58,12 @@ class ResponseMeta:
     """What a Responses answer says about itself apart from its content."""
 
     id: str
+    """``resp_...``: the reply's own, or derived from the request number (stable per run)."""
     created_at: int
     background: bool
+    """Asked with ``background: true``: answered at once, re-attachable with ``GET``."""
     request: Mapping[str, Any]
+    """The request body: model, instructions, tools and the other fields the answer echoes."""
 
     @classmethod
     def of(cls, reply: Reply, body: Mapping[str, Any], number: int) -> ResponseMeta:
