@@ -4,7 +4,7 @@ Run standalone from anywhere::
 
     python benchmarks/bench_segment.py [--repeat N]
 
-It loads ``src/streamtap/_segment*.py`` straight from this checkout, without the package's
+It loads ``src/streamtap/_core/segment*.py`` straight from this checkout, without the package's
 ``__init__`` (only ``regex`` is needed, not the package's other dependencies) and prints, for
 several corpora of realistic deltas, the mean cost of one ``Segmenter.push`` in nanoseconds
 (best of N runs), next to the cost of an empty Python method call on the same machine for
@@ -21,17 +21,17 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-_SRC = Path(__file__).resolve().parent.parent / "src" / "streamtap" / "_segment.py"
+_SRC = Path(__file__).resolve().parent.parent / "src" / "streamtap" / "_core" / "segment.py"
 _PACKAGE = "_streamtap_segment_bench"
 
 
 def _load() -> ModuleType:
-    # An empty stand-in for the package, so that _segment's relative imports find its siblings
-    # (_segment_policy, _segment_tables) without running streamtap/__init__.py.
+    # An empty stand-in for the package, so that segment's relative imports find its siblings
+    # (segment_policy, segment_tables) without running streamtap/__init__.py.
     package = ModuleType(_PACKAGE)
     package.__path__ = [str(_SRC.parent)]
     sys.modules[_PACKAGE] = package
-    return importlib.import_module(f"{_PACKAGE}._segment")
+    return importlib.import_module(f"{_PACKAGE}.segment")
 
 
 ENGLISH = (

@@ -4,7 +4,7 @@ Standalone: ``PYTHONPATH=src python benchmarks/bench_tokens.py [--tiktoken-dir D
 
 Deltas are cut like an LLM stream: 1-3 tokens each (o200k_base tokens, re-joined so that a
 delta never ends inside a UTF-8 character). Texts: the README and docs (prose/markdown), this
-project's ``_tokens.py`` (code) and a CJK paragraph -- real text, so that the segment cache
+project's ``_core/tokens.py`` (code) and a CJK paragraph -- real text, so that the segment cache
 is not flattered by repetition (except for the CJK paragraph, repeated 40 times). Columns:
 
 - ``feed``: ``counter.feed(delta)`` per delta (per-chunk counts), segment cache warm (a
@@ -58,7 +58,7 @@ def corpus() -> dict[str, str]:
     prose = "\n".join(p.read_text(encoding="utf-8") for p in docs if p.is_file())
     if prose:
         texts["prose"] = prose
-    source = HERE.parents[1] / "src" / "streamtap" / "_tokens.py"
+    source = HERE.parents[1] / "src" / "streamtap" / "_core" / "tokens.py"
     if source.is_file():
         texts["code"] = source.read_text(encoding="utf-8")
     return texts

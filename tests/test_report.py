@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from _browser import chromium
 from streamtap.report import (
     Aggregator,
     _aggregate,
@@ -652,14 +653,7 @@ def test_html_without_data_or_times() -> None:
 
 
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip(
-        "headless Chromium is not installed (apt-get install -y chromium); "
-        "the HTML report's rendering is not checked"
-    )
+    return chromium("the HTML report's rendering is not checked")
 
 
 # Appended to a copy of the page by the test only: measures what Chromium actually laid out.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from _browser import chromium
 from streamtap.testing import FakeServer, Fault, Reply, generate_answer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +51,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
 
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip(
-        "headless Chromium is not installed (apt-get install -y chromium); "
-        "the web example's browser test cannot run"
-    )
+    return chromium("the web example's browser test cannot run")
 
 
 @pytest.fixture(scope="module")
