@@ -773,6 +773,65 @@ def test_a_resumed_attempt_is_decoded_fast(
     assert source.stream._client.fallbacks == 0
 
 
+def _thinking(text: str) -> dict[str, Any]:
+    """Mistral's reasoning delta: `content` is a list of parts, which the mirror leaves to the
+    SDK (a recorded stream has 47 of them)."""
+    chunk = _chunk(None)
+    thinking = [{"type": "thinking", "thinking": [{"type": "text", "text": text}]}]
+    chunk["choices"][0]["delta"] = {"content": thinking}
+    return chunk
+
+
+@v2_only
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_summary_counts_the_items_left_to_the_sdk(
+    mode: str, replay: FakeServer, clients: Clients, events: Any
+) -> None:
+    """`streamtap.fast_decode.fallbacks`: how many items the SDK decoded itself, over every
+    attempt; 0 when the fast decoder took them all; absent when fast decoding is off."""
+    clients.instrument()
+    replay.clear()
+    body = _sse(
+        _chunk(""), _thinking("Hmm"), _chunk(" alpha"), _thinking(","), _chunk(None, "stop")
+    )
+    replay.default = Reply(raw=body)
+    raw = read(clients, mode, False, _kwargs({}))
+    got = read(clients, mode, True, _kwargs({}), fast_decode=True, buffering="off")
+    assert got.error is None and raw.error is None
+    assert_same_chunks(got.chunks, raw.chunks)
+    assert got.decoding.fallbacks == 2
+    assert events.one()["streamtap.fast_decode.fallbacks"] == 2
+
+    events.summaries.clear()
+    replay.default = Reply(raw=_BODY)
+    read(clients, mode, True, _kwargs({}), fast_decode=True)
+    assert events.one()["streamtap.fast_decode.fallbacks"] == 0
+
+    events.summaries.clear()
+    read(clients, mode, True, _kwargs({}))
+    assert "streamtap.fast_decode.fallbacks" not in events.one()
+
+
+@v2_only
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fallbacks_add_up_over_a_resume(
+    mode: str, replay: FakeServer, clients: Clients, events: Any
+) -> None:
+    """Cut after the first fallback, resumed by replay: the replayed attempt's fallbacks are
+    counted too (the first one twice: the SDK decoded it in both attempts)."""
+    clients.instrument()
+    replay.clear()
+    body = _sse(_chunk(""), _thinking("Hmm"), *[_chunk(w) for w in _WORDS], _chunk(None, "stop"))
+    replay.enqueue(Reply(raw=body, fault=Fault.cut(at_byte=body.index(" gamma") + 2)))
+    replay.default = Reply(raw=body)
+    got = read(clients, mode, True, _kwargs({}), fast_decode=True, backoff_initial=0.01)
+    assert got.error is None
+    assert len(replay.requests) == 2
+    summary = events.one()
+    assert summary["streamtap.retries"] == 1
+    assert summary["streamtap.fast_decode.fallbacks"] == 2
+
+
 # -- options, and where fast decoding does not apply -------------------------------------------
 
 

@@ -12,6 +12,7 @@ Events and what they return:
 - `fast_text(...)`: the same for the one-lane common case (the adapter's short path).
 - `response(...)`, `usage(...)`, `exact_tokens(...)`: facts about the answer.
 - `other(state, now)`: a payload that is not text (a tool call, audio): held text goes first.
+- `opaque(state, index, payload)`: content the lanes cannot read, passed through and remembered.
 - `finish(state, index, reason)`: a choice ended; its held text is released with it.
 - `release(state, index)` -> [(lane, text)]: held text to deliver now (the adapter renders it);
   `due(state, now)`: what the hold bound says is due while the next chunk is late.
@@ -102,6 +103,12 @@ def other(state: StreamState, now: float) -> None:
     if state.timing.first_token is None:
         state.timing.first_token = now
     state.tool_calls_seen = True
+
+
+def opaque(state: StreamState, index: int, payload: object) -> None:
+    """Content the lanes cannot read (a list of parts), delivered as it came: remembered in
+    order, so that a replay can skip exactly what the caller has."""
+    state.opaque.setdefault(index, []).append(payload)
 
 
 def exact_tokens(state: StreamState, n: int) -> None:

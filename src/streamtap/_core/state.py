@@ -142,6 +142,7 @@ class StreamState:
         "chunk_count",
         "clock",
         "counting_load",
+        "decode_fallbacks",
         "end",
         "error_type",
         "exact_tokens",
@@ -151,6 +152,7 @@ class StreamState:
         "input_messages",
         "internal_errors",
         "lanes",
+        "opaque",
         "outcome",
         "request",
         "request_id",
@@ -194,7 +196,11 @@ class StreamState:
         self.usage: dict[str, int] | None = None
         self.usage_prior: dict[str, int] | None = None  # summed usage of cut-off attempts
         self.tool_calls_seen = False
+        # Per choice, content the lanes cannot read (see `machine.opaque`), as delivered.
+        self.opaque: dict[int, list[Any]] = {}
         self.exact_tokens = 0  # tokens the server itself reported per chunk (logprobs)
+        # Items fast decoding left to the SDK (None: it does not decode this stream).
+        self.decode_fallbacks: int | None = None
         self.response_id: str | None = None
         self.response_created: Any = None  # the first chunk's `created` (for synthetic chunks)
         self.response_model: str | None = None
@@ -448,6 +454,8 @@ class StreamState:
         ev["streamtap.retries"] = self.retries
         if self.internal_errors:
             ev["streamtap.internal_errors"] = sum(self.internal_errors.values())
+        if self.decode_fallbacks is not None:
+            ev["streamtap.fast_decode.fallbacks"] = self.decode_fallbacks
         if self.resume_strategy is not None:
             ev["streamtap.resume.strategy"] = self.resume_strategy
         if self.attempts:

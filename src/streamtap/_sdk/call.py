@@ -152,7 +152,7 @@ class Call:
         if self.resolved.options.fast_decode and isinstance(
             result, (openai.Stream, openai.AsyncStream)
         ):
-            fast_decode.install_quietly(result)
+            fast_decode.install_quietly(result, self.state)
         if isinstance(result, openai.Stream):
             return StreamProxy(result, self.run(result, create, args))
         if isinstance(result, openai.AsyncStream):

@@ -19,7 +19,7 @@ from typing import Any
 from .._core import machine
 from .._core.machine import fast_text
 from .._core.state import CONTENT, REASONING, REFUSAL, Lane, StreamState, lane_key
-from .adapter import DELIVER, ERROR, SKIP, flat_usage
+from .adapter import DELIVER, ERROR, RELEASE, SKIP, flat_usage
 from .pydantic_compat import PYDANTIC_V1, copy_model, dump, extras, fields_set, set_extra
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -108,9 +108,10 @@ def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool)
         return ERROR
     machine.response(state, d.get("id"), d.get("created"), d.get("model"))
     choices = d.get("choices")
+    parts = False
     if choices:
         for choice in choices:
-            _process_choice(state, choice, now)
+            parts = _process_choice(state, choice, now) or parts
     usage = d.get("usage")
     if usage is None:
         extra = extras(chunk)
@@ -122,14 +123,22 @@ def _process_chunk(state: StreamState, chunk: Any, now: float, hide_usage: bool)
     machine.update_fast(state, state.choice_indexes == _ONLY_CHOICE_0)
     if usage is not None and hide_usage and not choices:
         return SKIP
+    if parts and state.held_lanes():
+        return RELEASE  # the text held before content parts goes out first, in chunks of its own
     return DELIVER
 
 
-def _process_choice(state: StreamState, choice: Any, now: float) -> None:
+def _process_choice(state: StreamState, choice: Any, now: float) -> bool:
+    """Feed one choice to the machine; True if its content is a list of parts (see
+    `machine.opaque`), which held text cannot be appended to."""
     cd = choice.__dict__
     index = cd.get("index") or 0
     machine.choice_seen(state, index)
     delta = cd.get("delta")
+    parts = False
+    if delta is not None:
+        content = delta.__dict__.get("content")
+        parts = bool(content) and type(content) is not str
     if delta is not None and _process_delta(state, index, delta, now):
         machine.other(state, now)  # (a tool call or audio)
         release = True
@@ -145,8 +154,9 @@ def _process_choice(state: StreamState, choice: Any, now: float) -> None:
     if reason:
         machine.finish(state, index, reason)
         release = True
-    if release and state.lanes:
+    if release and state.lanes and not parts:
         _release_into(state, index, choice)
+    return parts
 
 
 def _process_delta(state: StreamState, index: int, delta: Any, now: float) -> bool:
@@ -159,6 +169,8 @@ def _process_delta(state: StreamState, index: int, delta: Any, now: float) -> bo
         out = machine.text(state, lane, text, now)
         if out is not text:
             dd["content"] = out
+    elif text:  # content parts (Mistral's thinking): no text to buffer, delivered as they are
+        machine.opaque(state, index, text)
     extra = extras(delta)
     if extra:
         for field in _REASONING_FIELDS:

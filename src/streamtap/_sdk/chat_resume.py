@@ -124,6 +124,7 @@ class ChatResume:
             seen=set(state.choice_indexes),
             usage_seen=state.usage_prior is not None,
             logprob_bytes=_logprob_bytes(strategy, delivered, held),
+            opaque=state.opaque if strategy == "replay" else None,
         )
 
 

@@ -41,6 +41,7 @@ class Splice:
         "fresh",
         "held",
         "logprob_bytes",
+        "opaque",
         "overlap_done",
         "pos",
         "prefix",
@@ -62,6 +63,7 @@ class Splice:
         seen: set[int] | None = None,
         usage_seen: bool = False,
         logprob_bytes: dict[int, int] | None = None,
+        opaque: dict[int, list[Any]] | None = None,
     ) -> None:
         self.state = state  # chunks dropped here still count as received
         self.strategy = strategy
@@ -74,6 +76,8 @@ class Splice:
         self.seen = seen if seen is not None else set()  # choices the caller has chunks of
         self.usage_seen = usage_seen  # an earlier attempt reported usage
         self.logprob_bytes = logprob_bytes or {}  # lane key -> bytes of logprobs to drop
+        # Replay: per choice, the content parts the caller has (`machine.opaque`), in order.
+        self.opaque = {i: list(reversed(p)) for i, p in (opaque or {}).items() if p}
         # No chunk reached the caller yet: the new attempt is the answer, every chunk of it
         # (Azure's first `choices: []` chunk with its filter results included).
         self.fresh = not state.chunk_count and not prefix
@@ -92,7 +96,7 @@ class Splice:
             d["created"] = created
         if model:
             d["model"] = model
-        if self.strategy == "replay" and self.prefix:
+        if self.strategy == "replay" and (self.prefix or self.opaque):
             self._skip(chunk)
         if self.finished or self.usage_seen or self.logprob_bytes:
             self._once(chunk)
@@ -126,7 +130,7 @@ class Splice:
                 ):
                     text = store.get(field)
                     key = lane_key(index, channel)
-                    if not text or key not in self.prefix:
+                    if not text or key not in self.prefix or type(text) is not str:
                         continue
                     want = self.prefix[key]
                     pos = self.pos[key]
@@ -139,13 +143,30 @@ class Splice:
                     if self.pos[key] == len(want):
                         del self.prefix[key]
                     store[field] = text[n:]
+                content = dd.get("content")
+                if content and type(content) is not str:
+                    self._skip_parts(dd, index, content)
                 if dd.get("tool_calls") and self._pending(index):
                     raise Diverged("replay produced a tool call before the delivered text ended")
             if cd.get("finish_reason") and self._pending(index):
                 raise Diverged("replay finished before reaching the delivered text")
 
+    def _skip_parts(self, dd: dict[str, Any], index: int, parts: Any) -> None:
+        """Replay: drop content parts the caller has (the same, in the same order); new parts
+        may come only once everything delivered has been seen again."""
+        want = self.opaque.get(index)
+        if not want:
+            if self._pending(index):
+                raise Diverged("replay produced content parts before the delivered text ended")
+            return
+        if parts != want.pop():
+            raise Diverged("replay diverged from the delivered content parts")
+        if not want:
+            del self.opaque[index]
+        dd["content"] = None
+
     def _pending(self, index: int) -> bool:
-        return any(key_index(k) == index for k in self.prefix)
+        return index in self.opaque or any(key_index(k) == index for k in self.prefix)
 
     def _once(self, chunk: Any) -> None:
         """Take out what the caller already has apart from text: finish, usage, logprobs."""

@@ -104,17 +104,16 @@ async def async_chunks(run: Run) -> AsyncGenerator[Any, None]:
     try:
         while True:
             try:
-                # Chunks already read ahead are taken without awaiting anything.
-                item = reader.take() if reader.buf else await reader.get(state)
-                if item is None:  # the hold bound fired while waiting
-                    for c in _flush(run, state.clock()):
-                        yield c
-                    continue
-                chunk, now = item
-                if chunk is _END:
-                    raise StopAsyncIteration
-                if chunk is _ERROR:
-                    raise now
+                buf = reader.buf
+                if buf:  # read ahead already: taken without awaiting anything
+                    chunk, now = buf.popleft()
+                else:  # raises how the body ended once its chunks are all taken
+                    item = await reader.get(state)
+                    if item is None:  # the hold bound fired while waiting
+                        for c in _flush(run, state.clock()):
+                            yield c
+                        continue
+                    chunk, now = item
             except StopAsyncIteration:
                 exc = None
             except Exception as e:  # (not CancelledError: the caller is leaving, see below)
@@ -268,10 +267,6 @@ def _after_read_sync(run: Run, exc: Exception | None) -> Generator[Any, None, st
     return plan.value  # type: ignore[no-any-return]
 
 
-_END: Any = object()
-_ERROR: Any = object()
-
-
 class ReadAhead:
     """Reads an async stream in its own task, a bounded number of chunks ahead of the caller.
 
@@ -279,21 +274,24 @@ class ReadAhead:
     be interruptible by a timer. A wait on the SDK's read is not: cancelling it closes the
     connection. Reading in a task of its own lets the caller wait on a future of ours instead,
     and reading ahead keeps that cheap: when chunks come in bursts the caller finds them
-    already there and does not wait at all. No timer is armed unless text is held.
+    already there (`buf`) and does not wait at all. No timer is armed unless text is held.
+    How the body ended (StopAsyncIteration, the read's error) is kept apart from the chunks and
+    raised by `get` once they are all taken: the caller's per-chunk path tests nothing for it.
     """
 
-    # Chunks read ahead at most; then the reader waits until the caller has taken half. Each
+    # Chunks read ahead at most; then the reader waits until the caller has taken them all. Each
     # chunk is a dozen objects the garbage collector tracks: 64 of them held at once triggered a
     # young-generation collection on nearly every refill (measured: 32 costs 3k instructions per
     # chunk less than 64 and 6k less than 8, where the task switches dominate).
     LIMIT = 32
 
-    __slots__ = ("buf", "loop", "room", "run", "task", "waiter")
+    __slots__ = ("buf", "end", "loop", "room", "run", "task", "waiter")
 
     def __init__(self, run: Run, src: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.run = run
         self.loop = loop
-        self.buf: collections.deque[tuple[Any, Any]] = collections.deque()
+        self.buf: collections.deque[tuple[Any, float]] = collections.deque()
+        self.end: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.room: asyncio.Future[None] | None = None
         self.task = loop.create_task(self._pump(src))
@@ -310,12 +308,12 @@ class ReadAhead:
             while True:
                 try:
                     item = (await src.__anext__(), clock())
-                except StopAsyncIteration:
-                    return self._put((_END, None))
                 except asyncio.CancelledError:
                     raise  # the caller closed the stream or was cancelled: nothing to deliver
-                except BaseException as exc:
-                    return self._put((_ERROR, exc))
+                except BaseException as exc:  # (StopAsyncIteration: the body's end)
+                    self.end = exc
+                    self._wake_caller()
+                    return
                 buf.append(item)
                 if self.waiter is not None:
                     self._wake_caller()
@@ -329,11 +327,6 @@ class ReadAhead:
         finally:
             run.reading = False
 
-    def _put(self, item: tuple[Any, Any]) -> None:
-        """Add the last item (the end, or the read's error) and wake the caller."""
-        self.buf.append(item)
-        self._wake_caller()
-
     def _wake_caller(self) -> None:
         """The caller waits for the next item: wake it, once (the next items find no waiter
         while it has not run yet)."""
@@ -342,40 +335,37 @@ class ReadAhead:
         if waiter is not None:
             _wake(waiter)
 
-    async def get(self, state: StreamState) -> tuple[Any, Any] | None:
-        """The next (chunk, arrival time); None when the hold deadline passed first."""
+    async def get(self, state: StreamState) -> tuple[Any, float] | None:
+        """The next (chunk, arrival time) once read (`buf` is empty); None when the hold
+        deadline passed first. Raises how the body ended after its last chunk."""
         buf = self.buf
-        if not buf:
-            waiter = self.waiter = self.loop.create_future()
-            deadline = state.deadline()
-            timer = (
-                self.loop.call_later(max(0.0, deadline - state.clock()), _wake, waiter)
-                if deadline is not None
-                else None
-            )
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-            finally:
-                self.waiter = None
-                if timer is not None:
-                    timer.cancel()
-            if not buf:
-                return None
-        return self.take()
-
-    def take(self) -> tuple[Any, Any]:
-        """The next item already read (the caller checked `buf`)."""
-        buf = self.buf
-        item = buf.popleft()
+        if self.end is not None:
+            raise self.end
         room = self.room
-        if room is not None and len(buf) < self.LIMIT // 2:
+        if room is not None:  # the caller took every chunk read ahead: read on
             self.room = None
-            if not room.done():
-                room.set_result(None)
-        return item
+            _wake(room)
+        waiter = self.waiter = self.loop.create_future()
+        deadline = state.deadline()
+        timer = (
+            self.loop.call_later(max(0.0, deadline - state.clock()), _wake, waiter)
+            if deadline is not None
+            else None
+        )
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+        if buf:
+            return buf.popleft()
+        if self.end is not None:
+            raise self.end
+        return None
 
     def cancel(self) -> None:
         if not self.task.done():
@@ -394,18 +384,15 @@ class DirectRead:
         self.src = src
         self.loop = loop
         self.clock = run.state.clock
-        self.buf: tuple[()] = ()  # never anything read ahead
+        self.buf: collections.deque[tuple[Any, float]] = collections.deque()  # stays empty
 
-    async def get(self, state: StreamState) -> tuple[Any, Any]:
+    async def get(self, state: StreamState) -> tuple[Any, float]:
         run = self.run
         run.reading = True  # (only the watchdog looks)
         try:
             return (await self.src.__anext__(), self.clock())
         finally:
             run.reading = False
-
-    def take(self) -> tuple[Any, Any]:  # pragma: no cover - `buf` is always empty
-        raise IndexError("nothing read ahead")
 
     def cancel(self) -> None:
         pass

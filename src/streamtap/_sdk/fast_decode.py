@@ -44,10 +44,13 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import internal_error
 from .pydantic_compat import PYDANTIC_V1
+
+if TYPE_CHECKING:
+    from .._core.state import StreamState
 
 logger = logging.getLogger("streamtap")
 
@@ -101,12 +104,13 @@ def _unavailable() -> bool:
     return True
 
 
-def install(stream: Any) -> _DecodingClient | None:
+def install(stream: Any, state: StreamState | None = None) -> _DecodingClient | None:
     """Make the SDK decode this (not yet iterated) stream's items fast, where it can.
 
-    Returns the stand-in client (its `fallbacks` counts the events the SDK decoded itself), or
-    None where fast decoding does not apply: pydantic 1, a client that validates responses
-    strictly or decodes them its own way, an item type the mirror does not cover.
+    Returns the stand-in client (its `fallbacks` counts the events the SDK decoded itself, and
+    so does `state.decode_fallbacks`, for the summary), or None where fast decoding does not
+    apply: pydantic 1, a client that validates responses strictly or decodes them its own way,
+    an item type the mirror does not cover.
     """
     if _unavailable():
         return None
@@ -119,18 +123,20 @@ def install(stream: Any) -> _DecodingClient | None:
     validate = decoder(cast_to)
     if validate is None:
         return None
-    shim = _DecodingClient(client, cast_to, validate)
+    shim = _DecodingClient(client, cast_to, validate, state)
     try:
         stream._client = shim
     except AttributeError:  # a stream class with __slots__
         return None
+    if state is not None and state.decode_fallbacks is None:
+        state.decode_fallbacks = 0
     return shim
 
 
-def install_quietly(stream: Any) -> None:
+def install_quietly(stream: Any, state: StreamState) -> None:
     """`install`, reporting a failure as streamtap's own (the stream is then decoded by the SDK)."""
     try:
-        install(stream)
+        install(stream, state)
     except Exception as exc:
         internal_error("installing fast decoding", exc)
 
@@ -155,13 +161,16 @@ class _DecodingClient:
     """Stands in for a stream's client inside the SDK's `__stream__`: every attribute is the
     client's, but `_process_response_data` tries the fast decoder first."""
 
-    __slots__ = ("_cast_to", "_client", "_sdk", "_validate", "fallbacks")
+    __slots__ = ("_cast_to", "_client", "_sdk", "_state", "_validate", "fallbacks")
 
-    def __init__(self, client: Any, cast_to: Any, validate: Validate) -> None:
+    def __init__(
+        self, client: Any, cast_to: Any, validate: Validate, state: StreamState | None
+    ) -> None:
         self._client = client
         self._cast_to = cast_to
         self._validate = validate
         self._sdk = client._process_response_data
+        self._state = state
         self.fallbacks = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -173,6 +182,8 @@ class _DecodingClient:
                 return self._validate(data)
             except Exception:  # not what the mirror reproduces: the SDK decodes this one
                 self.fallbacks += 1
+                if self._state is not None and self._state.decode_fallbacks is not None:
+                    self._state.decode_fallbacks += 1
         return self._sdk(data=data, cast_to=cast_to, response=response)
 
 

@@ -361,7 +361,7 @@ class Resumer:
             splice = self.protocol.splice(run.state, strategy)
             run.attempt_started()
             if self.options.fast_decode:
-                fast_decode.install_quietly(stream)
+                fast_decode.install_quietly(stream, run.state)
             return Source(stream, splice)
 
     def recover_sync(self, run: Run, exc: BaseException) -> Source | None:
