@@ -455,31 +455,33 @@ def bench_cpu(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
 
 def bench_responses(python: str, quick: bool, tmp: Path) -> dict[str, Any]:
     """Per-event cost of a Responses API stream (`responses.create(stream=True)`, one message
-    of text deltas) raw and with every capability on, next to the chat path's per-chunk cost
-    measured the same way in the same run: sync and async, in-process transport."""
+    of text deltas) raw, with every capability on, and with `fast_decode=True` as well, next to
+    the chat path's per-chunk cost measured the same way in the same run: sync and async,
+    in-process transport."""
     sizes = (100, 300) if quick else (100, 600)
+    variants = ("raw", "all", "all+fast")
+    keys = [(p, a) for p in ("chat", "responses") for a in ("sync", "async")]
     jobs = [
         (
             lambda protocol=protocol, api=api, v=v: callgrind(
                 python, v, "mock", sizes, None, tmp, api=api, layouts=LAYOUTS, protocol=protocol
             )
         )
-        for protocol in ("chat", "responses")
-        for api in ("sync", "async")
-        for v in ("raw", "all")
+        for protocol, api in keys
+        for v in variants
     ]
     log(f"responses: callgrind, {len(jobs)} measurements")
     results = parallel(jobs)
     out: dict[str, Any] = {"sizes": list(sizes), "callgrind": {}}
-    for n, (protocol, api) in enumerate(
-        (p, a) for p in ("chat", "responses") for a in ("sync", "async")
-    ):
-        raw, inst = results[2 * n], results[2 * n + 1]
+    for n, (protocol, api) in enumerate(keys):
+        raw, inst, fast = (r["ir_per_chunk"] for r in results[3 * n : 3 * n + 3])
         out["callgrind"][f"{protocol}-{api}"] = {
-            "raw": raw["ir_per_chunk"],
-            "all": inst["ir_per_chunk"],
-            "ratio": inst["ir_per_chunk"] / raw["ir_per_chunk"],
-            "extra": inst["ir_per_chunk"] - raw["ir_per_chunk"],
+            "raw": raw,
+            "all": inst,
+            "ratio": inst / raw,
+            "extra": inst - raw,
+            "all+fast": fast,
+            "fast_ratio": fast / raw,
         }
     return out
 
@@ -1029,13 +1031,15 @@ def report(meta: dict[str, Any]) -> str:
         w("### The Responses API: instructions per event, raw and all capabilities on\n")
         w(stamp(rs))
         w(
-            "| stream | raw SDK (Ir/event) | streamtap, all on (Ir/event) | extra | ratio |\n"
-            "|---|---|---|---|---|"
+            "| stream | raw SDK (Ir/event) | streamtap, all on (Ir/event) | extra | ratio "
+            "| all on + fast_decode (Ir/event) | ratio |\n|---|---|---|---|---|---|---|"
         )
         for key, r in rs["callgrind"].items():
+            fast = r.get("all+fast")  # (absent from results of runs before it was measured)
+            tail = f"{fast:,.0f} | {r['fast_ratio']:.3f}" if fast is not None else " | "
             w(
                 f"| {key} | {r['raw']:,.0f} | {r['all']:,.0f} | {r['extra']:+,.0f} | "
-                f"{r['ratio']:.3f} |"
+                f"{r['ratio']:.3f} | {tail} |"
             )
         w("")
     return "\n".join(L)

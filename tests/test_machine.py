@@ -317,3 +317,43 @@ def test_delivered_text_is_the_sent_text_per_lane(
     state.settle(keep_latest=False)
     for key, lane in state.lanes.items():  # the machine's own record agrees with the caller
         assert lane.captured is not None and lane.captured.getvalue() == feed.delivered(key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(script=_script(), buffering=st.sampled_from(["word", "sentence", "line", "off"]))
+def test_giving_up_delivers_every_character_sent_once(
+    script: tuple[dict[int, str], list[tuple[Any, ...]]], buffering: str
+) -> None:
+    """The stream ends after the script, with no further attempt (`give_up`): per lane, the
+    caller has the text up to the furthest point an attempt sent it, exactly once. Text held
+    at a cut counts unless a later attempt sent new text for that lane (then that attempt's
+    text is the answer's)."""
+    answers, ops = script
+    state = _state(buffering=buffering)
+    feed = Feed(state)
+    pos = dict.fromkeys(answers, 0)  # characters of each answer the current attempt has sent
+    aside: dict[int, int] = {}  # per lane: how far the attempt that was cut with held text went
+    now = 0.0
+    for op in ops:
+        if op[0] == "text":
+            key, size = op[1], op[2]
+            piece = answers[key][pos[key] : pos[key] + size]
+            if piece:
+                index, channel = divmod(key, 4)
+                feed.text(index, channel, piece, now)
+                pos[key] += len(piece)
+                aside.pop(key, None)  # new text: this attempt's version is the answer's
+        elif op[0] == "tick":
+            now += op[1]
+            feed.tick(now)
+        else:
+            machine.resume(state)
+            for key in pos:
+                delivered = len(feed.delivered(key))
+                if pos[key] > delivered:
+                    aside[key] = pos[key]
+                pos[key] = delivered
+    machine.give_up(state, now)
+    feed.release_all()
+    for key, answer in answers.items():
+        assert feed.delivered(key) == answer[: aside.get(key, pos[key])]

@@ -845,7 +845,86 @@ def test_a_replay_with_other_content_parts_is_a_divergence(events: Any) -> None:
             for c in client.chat.completions.create(model=MODEL, messages=MSG, stream=True):
                 got.append(c)
         assert "replay diverged from the delivered content parts" in str(info.value)
-        # ("Hello" was still held at the break: discarded for the replay, docs/resume.md.)
-        assert seen_in_order(got) == [_thought("Plan A."), " "]
-        assert info.value.delivered == " "
+        # ("Hello", held at the break, is delivered when no attempt sends it again.)
+        assert seen_in_order(got) == [_thought("Plan A."), " Hello"]
+        assert info.value.delivered == " Hello"
+        assert len(server.requests) == 2
+
+
+# -- text held at a break, when no attempt sends it again ---------------------------------------
+
+HELD_BODY = sse_body(chunk("", role="assistant"), chunk(" Hello"), chunk(" wor"))
+"""Cut after " wor": the caller has " Hello " and the word buffer holds "wor"."""
+
+
+def _text_of(chunks: list[Any]) -> str:
+    return texts_by_choice(chunks).get(0, "")
+
+
+def _read_until_error(client: Any, is_async: bool) -> tuple[list[Any], BaseException | None]:
+    got: list[Any] = []
+    create = dict(model=MODEL, messages=MSG, stream=True)
+    try:
+        if is_async:
+
+            async def main() -> None:
+                async for c in await client.chat.completions.create(**create):
+                    got.append(c)
+
+            import asyncio
+
+            asyncio.run(main())
+        else:
+            for c in client.chat.completions.create(**create):
+                got.append(c)
+    except Exception as exc:
+        return got, exc
+    return got, None
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_held_text_is_delivered_when_the_replay_diverges(mode: str, events: Any) -> None:
+    """The replay answers differently: the caller still gets every character the first attempt
+    sent (" Hello wor", as the raw SDK would have given it), then the error."""
+    with FakeServer() as server:
+        client = (aclient_for if mode == "async" else client_for)(server)
+        server.enqueue(Reply(raw=HELD_BODY, fault=Fault.cut(after_events=3)))
+        server.default = Reply(raw=sse_body(chunk(" Goodbye"), chunk(finish="stop")))
+        got, err = _read_until_error(client, mode == "async")
+        assert isinstance(err, streamtap.StreamInterrupted)
+        assert _text_of(got) == " Hello wor"
+        assert err.delivered == " Hello wor"
+        assert len(server.requests) == 2
+        assert no_open_connections(server)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_held_text_is_delivered_when_the_budget_runs_out(mode: str, events: Any) -> None:
+    """Every resumed attempt breaks before it gets back to new text: the text held at the first
+    break reaches the caller once, at the end, before the error."""
+    with FakeServer() as server:
+        client = (aclient_for if mode == "async" else client_for)(server, max_attempts=3)
+        server.enqueue(Reply(raw=HELD_BODY, fault=Fault.cut(after_events=3)))
+        server.default = Reply(raw=HELD_BODY, fault=Fault.cut(after_events=2))
+        got, err = _read_until_error(client, mode == "async")
+        assert isinstance(err, streamtap.StreamInterrupted)
+        assert _text_of(got) == " Hello wor"
+        assert len(server.requests) == 3
+        assert events.one()["streamtap.retries"] == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_text_dropped_at_a_break_is_not_delivered_once_a_replay_sent_it_again(
+    mode: str, events: Any
+) -> None:
+    """The replay got past the delivered text and sent "world" (its own version of the held
+    "wor"), then broke for good: "wor" is not delivered twice."""
+    again = sse_body(chunk("", role="assistant"), chunk(" Hello"), chunk(" world"), chunk(" and"))
+    with FakeServer() as server:
+        client = (aclient_for if mode == "async" else client_for)(server, max_attempts=2)
+        server.enqueue(Reply(raw=HELD_BODY, fault=Fault.cut(after_events=3)))
+        server.default = Reply(raw=again, fault=Fault.cut(after_events=4))
+        got, err = _read_until_error(client, mode == "async")
+        assert isinstance(err, streamtap.StreamInterrupted)
+        assert _text_of(got) == " Hello world and"
         assert len(server.requests) == 2

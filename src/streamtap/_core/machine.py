@@ -17,6 +17,7 @@ Events and what they return:
 - `release(state, index)` -> [(lane, text)]: held text to deliver now (the adapter renders it);
   `due(state, now)`: what the hold bound says is due while the next chunk is late.
 - `resume(state)`: a resumed attempt begins; held text is dropped (it will come again).
+- `give_up(state, now)`: no attempt follows; dropped text no attempt sent again is held again.
 - `end_of_body(...)` -> END / CUT / STALL: what a clean end of the body stands for.
 - `after_failure(kind)` -> CONTINUE / END / RAISE: what follows a failure not resumed.
 
@@ -154,6 +155,12 @@ def resume(state: StreamState) -> None:
     """A new attempt begins: the text held back (never seen by the caller) will come again."""
     state.settle(keep_latest=False)
     state.discard_held()
+
+
+def give_up(state: StreamState, now: float) -> None:
+    """No attempt follows (the stream raises or ends here): text dropped at the last break that
+    no resumed attempt sent again is the caller's after all (see `StreamState.restore_dropped`)."""
+    state.restore_dropped(now)
 
 
 def update_fast(state: StreamState, only_choice_0: bool) -> None:

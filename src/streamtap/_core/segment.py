@@ -235,6 +235,15 @@ class Segmenter:
             self._reset()
         return held
 
+    def restore(self, text: str, now: float) -> None:
+        """Hold ``text`` again (what :meth:`discard` returned), arrived ``now``; nothing may be
+        held. Only :meth:`flush` or more text release it as usual."""
+        if self._held:
+            raise ValueError("restore() needs an empty buffer")
+        self._held = text
+        self._t0 = now
+        self._g = 0
+
     # -- internals -----------------------------------------------------------------------------
     def _cut(self, b: str, nh: int, text: str, now: float) -> str:  # pragma: no cover
         """The policy's step (each kind has its own): ``b`` is the held text (``nh``

@@ -56,6 +56,8 @@ class Lane:
         "captured",
         "chars",
         "counter",
+        "dropped",
+        "dropped_at",
         "field",
         "index",
         "last_at",
@@ -85,6 +87,14 @@ class Lane:
         # The delivered text, kept only when needed (resume, log_content). A StringIO: writing
         # a piece is one C call and the whole text is built once, not re-joined as it grows.
         self.captured: io.StringIO | None = io.StringIO() if capture else None
+        # Text held at a break and dropped for the resumed attempt, which sends it again, and
+        # `delivered()` then: if that attempt fails before any new text, it is the caller's.
+        self.dropped = ""
+        self.dropped_at = 0
+
+    def delivered(self) -> int:
+        """Characters delivered to the caller so far, the pending ones too."""
+        return self.chars + sum(map(len, self.pending))
 
     def fold(self, keep: int = 0) -> int:
         """Account for the pending text but its last `keep` pieces; returns the new tokens."""
@@ -348,10 +358,25 @@ class StreamState:
         return best
 
     def discard_held(self) -> None:
-        """Drop text the caller has not seen (a resumed attempt will produce it again)."""
+        """Drop text the caller has not seen (a resumed attempt will produce it again); it is
+        kept aside for `restore_dropped`."""
         for ln in self.lanes.values():
             if ln.seg is not None:
-                ln.seg.discard()
+                held = ln.seg.discard()
+                if held:
+                    ln.dropped = held
+                    ln.dropped_at = ln.delivered()
+
+    def restore_dropped(self, now: float) -> None:
+        """The stream ends without the resumed attempt having sent any new text for a lane:
+        the text dropped at the break is held again (the final flush delivers it), since no
+        other attempt will. A lane that got new text since has its own version of it."""
+        for ln in self.lanes.values():
+            seg = ln.seg
+            if ln.dropped and seg is not None:
+                if not seg.held_chars and ln.delivered() == ln.dropped_at:
+                    seg.restore(ln.dropped, now)
+                ln.dropped = ""
 
     def add_prior_usage(self, usage: dict[str, int]) -> None:
         prior = self.usage_prior or {}

@@ -244,6 +244,9 @@ def after_read(run: Run, exc: Exception | None) -> AfterRead:
     if action == "end":
         yield CLOSE  # ended by streamtap: the body may not be done
         return DONE
+    # The connection may be sound (a replay that diverged): it goes back now, not when the
+    # caller drops the exception, whose traceback holds the stream.
+    yield CLOSE
     run.finish("error", "exception", final)
     raise final
 
@@ -410,14 +413,24 @@ def _surface(run: Run, final: BaseException) -> tuple[list[Any], str]:
     gave it and reading goes on ("continue"); a clean end without finish_reason just ends
     ("end"); anything else is raised after the chunks ("raise").
     """
-    chunks = _flush(run)
     error_object = isinstance(final, ErrorObject)
+    action = machine.after_failure(error_object, isinstance(final, IncompleteStream))
+    if action != "continue":
+        _give_up(run)
+    chunks = _flush(run)
     if error_object:
         run.error_object_seen = True
         chunks.append(final.chunk)  # type: ignore[attr-defined]
     elif isinstance(final, StreamInterrupted):
         final.delivered = delivered_text(run.state)  # now with the flushed tail
-    return chunks, machine.after_failure(error_object, isinstance(final, IncompleteStream))
+    return chunks, action
+
+
+def _give_up(run: Run) -> None:
+    try:
+        machine.give_up(run.state, run.state.clock())
+    except Exception as exc:
+        internal_error("restoring text dropped at a break", exc, run.state.internal_errors)
 
 
 def _flush(run: Run, now: float | None = None) -> list[Any]:

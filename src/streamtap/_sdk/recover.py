@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
+from .._core import machine
 from .._core import resume as _resume
 from .._core.resume import CLOSE, Budget, Close, Failure, Plan, Send, Sleep, Step
 from .._core.state import CONTENT, StreamState, delivered_text, key_channel
@@ -306,6 +307,9 @@ class Resumer:
 
     def _exhausted(self, run: Run, exc: BaseException, why: str) -> Exception:
         state = run.state
+        # No attempt follows: text set aside at the break is held again now, so that the message
+        # counts what the caller will have (the driver delivers held text before raising).
+        machine.give_up(state, state.clock())
         delivered = delivered_text(state)
         if state.attempts:
             state.attempts[-1]["outcome"] = "failed"
