@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 import structlog
+from pydantic import BaseModel
 
 import streamtap
 from streamtap.testing import FakeServer, Fault, Reply
@@ -382,6 +383,38 @@ def test_non_streaming_call_is_logged(server: FakeServer, events: Any) -> None:
     assert ev["streamtap.outcome"] == "ok"
     assert ev["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
     assert ev["streamtap.duration"] > 0
+
+
+class Weather(BaseModel):
+    city: str
+    degrees: int
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_parse_is_logged_like_a_plain_create(mode: str, server: FakeServer, events: Any) -> None:
+    """`chat.completions.parse(response_format=...)` posts by itself, not through `create`: one
+    event with its latency and usage, the parsed message unchanged, nothing added to the
+    request."""
+    server.enqueue(Reply(text='{"city": "Paris", "degrees": 21}'))
+    if mode == "sync":
+        client = client_for(server)
+        streamtap.instrument(client)
+        completion = client.chat.completions.parse(
+            model="gpt-4o", messages=MSG, response_format=Weather
+        )
+    else:
+        aclient = aclient_for(server)
+        streamtap.instrument(aclient)
+        completion = asyncio.run(
+            aclient.chat.completions.parse(model="gpt-4o", messages=MSG, response_format=Weather)
+        )
+    assert completion.choices[0].message.parsed == Weather(city="Paris", degrees=21)
+    assert "stream_options" not in server.requests[-1].json
+    ev = events.one()
+    assert ev["streamtap.stream"] is False
+    assert ev["streamtap.outcome"] == "ok"
+    assert ev["gen_ai.request.model"] == "gpt-4o"
+    assert ev["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
 
 
 # -- usage injection ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 import streamtap
 from streamtap.testing import FakeServer, Fault, Reply
@@ -486,6 +487,45 @@ def test_a_plain_create_is_logged_like_a_chat_completion(
     assert ev["openai.api.type"] == "responses"
     assert ev["gen_ai.usage.output_tokens"] == 7
     assert ev["streamtap.tokens.counted"] == 2
+
+
+class Weather(BaseModel):
+    city: str
+    degrees: int
+
+
+WEATHER = '{"city": "Paris", "degrees": 21}'
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_parse_is_logged_like_a_plain_create(mode: str, server: FakeServer, events: Any) -> None:
+    """`responses.parse(text_format=...)` posts by itself, not through `create`: one event, with
+    the latency and the usage, and the parsed output unchanged."""
+    item = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": WEATHER, "annotations": []}],
+    }
+    final = {**RESP, "status": "completed", "output": [item], "usage": USAGE}
+    server.enqueue(Reply(raw=json.dumps(final), headers={"content-type": "application/json"}))
+    if mode == "sync":
+        c = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        streamtap.instrument(c)
+        parsed = c.responses.parse(model=MODEL, input="weather?", text_format=Weather)
+    else:
+        a = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        streamtap.instrument(a)
+        parsed = asyncio.run(a.responses.parse(model=MODEL, input="weather?", text_format=Weather))
+    assert parsed.output_parsed == Weather(city="Paris", degrees=21)
+    ev = events.one()
+    assert ev["streamtap.stream"] is False
+    assert ev["streamtap.outcome"] == "ok"
+    assert ev["openai.api.type"] == "responses"
+    assert ev["gen_ai.request.model"] == MODEL
+    assert ev["gen_ai.usage.output_tokens"] == 7
+    assert server.requests[-1].json["text"]["format"]["type"] == "json_schema"
 
 
 # -- helpers ------------------------------------------------------------------------------------

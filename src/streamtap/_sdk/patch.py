@@ -158,6 +158,7 @@ def _patch_sdk() -> None:
 
     _wrap(Completions, "create", _sync_create)
     _wrap(AsyncCompletions, "create", _async_create)
+    _wrap_parse(Completions, AsyncCompletions, CHAT_COMPLETIONS)
     if _has_responses():
         from openai.resources.responses import AsyncResponses, Responses
 
@@ -166,6 +167,7 @@ def _patch_sdk() -> None:
         _wrap(AsyncResponses, "create", _async_responses_create)
         _wrap(Responses, "retrieve", _sync_responses_retrieve)
         _wrap(AsyncResponses, "retrieve", _async_responses_retrieve)
+        _wrap_parse(Responses, AsyncResponses, RESPONSES)
     from openai._base_client import AsyncAPIClient, SyncAPIClient
 
     _wrap(SyncAPIClient, "post", _sync_post)
@@ -173,6 +175,24 @@ def _patch_sdk() -> None:
     for cls in _client_subclasses():
         for name in ("copy", "with_options"):
             _wrap(cls, name, _copy)
+
+
+def _wrap_parse(sync_cls: type, async_cls: type, api: str) -> None:
+    """`parse(...)` (structured outputs, not streamed) posts by itself, not through `create`:
+    one event per call too, with its latency and usage (where this SDK has it)."""
+
+    def sync_parse(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if kwargs.get("stream") is True:  # (not a stream the SDK can parse: left alone)
+            return wrapped(*args, **kwargs)
+        return _sync_create(wrapped, instance, args, kwargs, api)
+
+    def async_parse(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if kwargs.get("stream") is True:
+            return wrapped(*args, **kwargs)
+        return _async_create(wrapped, instance, args, kwargs, api)
+
+    _wrap(sync_cls, "parse", sync_parse)  # (`_wrap` skips a class without one)
+    _wrap(async_cls, "parse", async_parse)
 
 
 def _client_subclasses() -> list[type]:
