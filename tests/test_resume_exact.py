@@ -882,49 +882,36 @@ def _read_until_error(client: Any, is_async: bool) -> tuple[list[Any], BaseExcep
     return got, None
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_held_text_is_delivered_when_the_replay_diverges(mode: str, events: Any) -> None:
-    """The replay answers differently: the caller still gets every character the first attempt
-    sent (" Hello wor", as the raw SDK would have given it), then the error."""
-    with FakeServer() as server:
-        client = (aclient_for if mode == "async" else client_for)(server)
-        server.enqueue(Reply(raw=HELD_BODY, fault=Fault.cut(after_events=3)))
-        server.default = Reply(raw=sse_body(chunk(" Goodbye"), chunk(finish="stop")))
-        got, err = _read_until_error(client, mode == "async")
-        assert isinstance(err, streamtap.StreamInterrupted)
-        assert _text_of(got) == " Hello wor"
-        assert err.delivered == " Hello wor"
-        assert len(server.requests) == 2
-        assert no_open_connections(server)
+_AGAIN = sse_body(chunk("", role="assistant"), chunk(" Hello"), chunk(" world"), chunk(" and"))
+HELD_CASES = [
+    # The replay answers differently: the caller still gets every character the first attempt
+    # sent, as the raw SDK would have given it, then the error.
+    ("replay-diverges", Reply(raw=sse_body(chunk(" Goodbye"), chunk(finish="stop"))), 3, 2),
+    # Every resumed attempt breaks before it gets back to new text: the text held at the first
+    # break reaches the caller once, at the end.
+    ("budget-spent", Reply(raw=HELD_BODY, fault=Fault.cut(after_events=2)), 3, 3),
+    # The replay got past the delivered text and sent "world" (its own version of the held
+    # "wor"), then broke for good: "wor" is not delivered twice.
+    ("replay-sent-it-again", Reply(raw=_AGAIN, fault=Fault.cut(after_events=4)), 2, 2),
+]
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_held_text_is_delivered_when_the_budget_runs_out(mode: str, events: Any) -> None:
-    """Every resumed attempt breaks before it gets back to new text: the text held at the first
-    break reaches the caller once, at the end, before the error."""
-    with FakeServer() as server:
-        client = (aclient_for if mode == "async" else client_for)(server, max_attempts=3)
-        server.enqueue(Reply(raw=HELD_BODY, fault=Fault.cut(after_events=3)))
-        server.default = Reply(raw=HELD_BODY, fault=Fault.cut(after_events=2))
-        got, err = _read_until_error(client, mode == "async")
-        assert isinstance(err, streamtap.StreamInterrupted)
-        assert _text_of(got) == " Hello wor"
-        assert len(server.requests) == 3
-        assert events.one()["streamtap.retries"] == 2
-
-
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_text_dropped_at_a_break_is_not_delivered_once_a_replay_sent_it_again(
-    mode: str, events: Any
+@pytest.mark.parametrize(("case", "then", "attempts", "requests"), HELD_CASES)
+def test_text_held_at_a_break_reaches_the_caller_once(
+    mode: str, case: str, then: Reply, attempts: int, requests: int, events: Any
 ) -> None:
-    """The replay got past the delivered text and sent "world" (its own version of the held
-    "wor"), then broke for good: "wor" is not delivered twice."""
-    again = sse_body(chunk("", role="assistant"), chunk(" Hello"), chunk(" world"), chunk(" and"))
+    """The word buffer holds "wor" when the first attempt breaks; the resume then fails."""
+    want = " Hello world and" if case == "replay-sent-it-again" else " Hello wor"
     with FakeServer() as server:
-        client = (aclient_for if mode == "async" else client_for)(server, max_attempts=2)
+        client = (aclient_for if mode == "async" else client_for)(server, max_attempts=attempts)
         server.enqueue(Reply(raw=HELD_BODY, fault=Fault.cut(after_events=3)))
-        server.default = Reply(raw=again, fault=Fault.cut(after_events=4))
+        server.default = then
         got, err = _read_until_error(client, mode == "async")
         assert isinstance(err, streamtap.StreamInterrupted)
-        assert _text_of(got) == " Hello world and"
-        assert len(server.requests) == 2
+        assert _text_of(got) == want
+        assert err.delivered == want
+        assert len(server.requests) == requests
+        assert events.one()["streamtap.retries"] == requests - 1
+        # `err` is alive and its traceback holds the stream: streamtap closed the response.
+        assert no_open_connections(server)
