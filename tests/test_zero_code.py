@@ -210,11 +210,15 @@ THREAD = """
     import threading
     import openai
 
+    printing = threading.Lock()  # (print's pieces from three threads can interleave)
+
     def ask(name):
         client = openai.OpenAI(max_retries=0)   # made in this thread
         stream = client.chat.completions.create(
             model=name, messages=[{"role": "user", "content": name}], stream=True)
-        print(name, len("".join(c.choices[0].delta.content or "" for c in stream if c.choices)))
+        n = len("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+        with printing:
+            print(name, n)
 
     threads = [threading.Thread(target=ask, args=(f"model-{i}",)) for i in range(3)]
     for t in threads:
