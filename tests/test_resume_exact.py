@@ -804,11 +804,11 @@ def test_content_parts_keep_their_place_and_reach_the_caller_once(mode: str, eve
     each thinking part once and the text once, in the server's order (text held by the word
     buffer goes out before a part, even mid-word)."""
     with FakeServer() as server:
-        raw = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
         server.default = Reply(raw=PARTS_BODY)
-        want = seen_in_order(
-            list(raw.chat.completions.create(model=MODEL, messages=MSG, stream=True))
-        )
+        with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as raw:
+            want = seen_in_order(
+                list(raw.chat.completions.create(model=MODEL, messages=MSG, stream=True))
+            )
         assert want == [
             _thought("Let me"),
             _thought(" think."),
