@@ -169,6 +169,19 @@ def test_hold_bound_releases_when_due() -> None:
     assert "Hello wor".startswith(got) and len(got) > len("Hello ")
 
 
+def test_content_parts_are_kept_for_a_replay_only() -> None:
+    """Content the lanes cannot read is remembered in order per choice while the stream may be
+    resumed (a replay skips exactly those), not otherwise."""
+    parts = [[{"type": "thinking"}], [{"type": "text"}]]
+    state = _state()
+    for p in parts:
+        machine.opaque(state, 0, p)
+    assert state.opaque == {0: parts}
+    state = _state(retry=False)
+    machine.opaque(state, 0, parts[0])
+    assert state.opaque == {}
+
+
 def test_short_path_only_for_one_content_lane() -> None:
     state = _state()
     feed = Feed(state)

@@ -108,8 +108,10 @@ def other(state: StreamState, now: float) -> None:
 
 def opaque(state: StreamState, index: int, payload: object) -> None:
     """Content the lanes cannot read (a list of parts), delivered as it came: remembered in
-    order, so that a replay can skip exactly what the caller has."""
-    state.opaque.setdefault(index, []).append(payload)
+    order, so that a replay can skip exactly what the caller has (only a stream that may be
+    resumed keeps them)."""
+    if state.resolved.options.retry:
+        state.opaque.setdefault(index, []).append(payload)
 
 
 def exact_tokens(state: StreamState, n: int) -> None:
